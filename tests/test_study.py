@@ -100,3 +100,21 @@ def test_smoke_grid_and_report(ms_sample, tmp_path):
 def test_cli_lists_grid():
     r = subprocess.run([sys.executable, "-m", "mimeo_nb.study", "--list"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and r.stdout.count("\n") == 14 and "hog-C-m0.7" in r.stdout
+
+
+@pytest.mark.slow
+def test_main_job_exactly_as_typed(ms_sample, tmp_path):
+    "`papermill nbs/run.ipynb -p mask 0.2` from a repository root: the default (cpu) experiment, notebook on stdout, run folder written."
+    import shutil
+    repo = tmp_path / "repo"; (repo / "nbs").mkdir(parents=True)
+    shutil.copy(REPO / "settings.ini", repo); shutil.copy(RUN_NB, repo / "nbs" / "run.ipynb")
+    import os
+    env = {**os.environ, "MIMEO_EUROSAT": str(ms_sample)}
+    r = subprocess.run(["papermill", "nbs/run.ipynb", "-p", "mask", "0.2"], cwd=repo, capture_output=True, text=True, timeout=1500,
+                       env={**env, "PATH": str(Path(sys.executable).parent) + os.pathsep + env["PATH"]})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["cells"]  # the executed notebook, printed
+    (run,) = finished_runs(repo / "results" / "runs")
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["config"]["mask"] == 0.2 and meta["config"]["profile"] == "cpu" and meta["status"] == "finished"
+    assert {m["fraction"] for m in json.loads((run / "metrics.json").read_text())} == {1.0, 0.5, 0.1, 0.01}

@@ -1,0 +1,32 @@
+"""The committed results/ are what nbs/report.ipynb regenerates from the committed run folders, and README shows them."""
+import re
+import shutil
+
+import pytest
+
+from conftest import REPO
+
+RESULTS = REPO / "results"
+
+
+@pytest.mark.skipif(not (RESULTS / "runs").is_dir(), reason="no committed results yet")
+def test_committed_results_are_what_the_report_regenerates(tmp_path):
+    from mimeo_nb.study import run_report
+    for name in ("runs", "runs-rgb"):
+        if (RESULTS / name).is_dir():
+            shutil.copytree(RESULTS / name, tmp_path / name, ignore=shutil.ignore_patterns("_checkpoints"))
+    run_report(tmp_path)
+    committed = sorted(p.name for p in (RESULTS / "tables").iterdir())
+    assert committed == sorted(p.name for p in (tmp_path / "tables").iterdir())
+    for name in committed:
+        assert (tmp_path / "tables" / name).read_text() == (RESULTS / "tables" / name).read_text(), name
+    assert sorted(p.name for p in (RESULTS / "figures").iterdir()) == sorted(p.name for p in (tmp_path / "figures").iterdir())
+    def body(text): return re.sub(r"on \d{4}-\d{2}-\d{2}", "on DATE", text)
+    assert body((tmp_path / "README.md").read_text()) == body((RESULTS / "README.md").read_text())
+
+
+@pytest.mark.skipif(not (RESULTS / "tables" / "t5_strategies.md").is_file(), reason="no committed results yet")
+def test_readme_shows_the_committed_numbers():
+    readme = (REPO / "README.md").read_text()
+    rows = [l for l in (RESULTS / "tables" / "t5_strategies.md").read_text().splitlines() if l.startswith("| ") and "(" in l]
+    assert rows and all(r in readme for r in rows), "README's results table differs from results/tables/t5_strategies.md"
