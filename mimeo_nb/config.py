@@ -143,7 +143,7 @@ def check_fields(names) -> None:
 PROFILES = {
     "smoke": dict(max_tiles=100, epochs=1, batch_size=32, warmup_epochs=0, probe_epochs=3, ft_epochs=1, ft_batch=32,
                   fractions=[1.0, 0.1], eval_batch=128, knn_k=5),
-    "cpu": dict(epochs=40, batch_size=32, base_lr=1.5e-3, warmup_epochs=4, probe_epochs=100, probe_lr=0.1, ft_epochs=8,
+    "cpu": dict(epochs=30, batch_size=32, base_lr=1.5e-3, warmup_epochs=3, probe_epochs=100, probe_lr=0.1, ft_epochs=6,
                 ft_batch=32, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe"),
     "cpu-rgb": dict(epochs=3, batch_size=128, base_lr=1.5e-3, warmup_epochs=0.5, probe_epochs=30, ft_epochs=1, ft_batch=64,
                     ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe", checkpoint_every=1, eval_batch=512),

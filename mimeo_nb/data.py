@@ -78,8 +78,16 @@ def find_data(required: bool = False) -> Path | None:
 TIF_EXT, JPG_EXT = (".tif", ".tiff"), (".jpg", ".jpeg", ".png")
 NESTED_EUROSAT = Path("ds/images/remote_sensing/otherDatasets/sentinel_2/tif")
 
-def _tile_files(folder: Path) -> list:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIF_EXT + JPG_EXT)
+def _is_tile(name: str) -> bool: return os.path.splitext(name)[1].lower() in TIF_EXT + JPG_EXT
+
+def _tile_entries(folder: Path) -> list:
+    "The tile files of `folder` as `os.DirEntry`s, sorted by name (one directory read; file types come with it)."
+    with os.scandir(folder) as it: return sorted((e for e in it if _is_tile(e.name) and e.is_file()), key=lambda e: e.name)
+
+def _tile_files(folder: Path) -> list: return [Path(e.path) for e in _tile_entries(folder)]
+
+def _has_tiles(folder: Path) -> bool:
+    with os.scandir(folder) as it: return any(_is_tile(e.name) and e.is_file() for e in it)
 
 def _class_dirs(folder: Path) -> list:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
@@ -88,7 +96,7 @@ def find_class_root(root) -> Path:
     "The folder whose sub-folders are EuroSAT's classes: `root` itself, its nested archive layout, or the first such folder below it."
     root = Path(root).expanduser()
     if not root.is_dir(): raise ValueError(f"EuroSAT root {str(root)!r} is not a folder")
-    def has_tiles(d): return any(_tile_files(c) for c in _class_dirs(d))
+    def has_tiles(d): return any(_has_tiles(c) for c in _class_dirs(d))
     for cand in (root, root / NESTED_EUROSAT, *(p / NESTED_EUROSAT for p in _class_dirs(root))):
         if cand.is_dir() and has_tiles(cand): return cand
     for d, dirs, _ in os.walk(root):
@@ -152,10 +160,11 @@ def read_tile(path, size: int = 64):
     return a[list(EUROSAT_TO_CANONICAL)], crs, (x if crs else np.nan), (y if crs else np.nan)
 
 # %% ../nbs/00_data.ipynb #0df4f11e
-def _fingerprint(files: list, base: Path) -> str:
+def _fingerprint(entries: list) -> str:
+    "SHA-1 of every tile's relative path, size and modification time: `entries` are `(relative path, os.DirEntry)`."
     h = hashlib.sha1()
-    for p in files:
-        st = p.stat(); h.update(f"{p.relative_to(base).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    for rel, e in entries:
+        st = e.stat(); h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -191,18 +200,18 @@ def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, 
     if on_error not in ("raise", "skip"): raise ValueError(f"on_error={on_error!r}; allowed: 'raise', 'skip'")
     base = find_class_root(root)
     class_dirs = _class_dirs(base)
-    files, labels, skipped = [], [], []
+    entries, labels, skipped = [], [], []
     for k, d in enumerate(class_dirs):
-        fs = _tile_files(d)
-        if not fs:
+        es = _tile_entries(d)
+        if not es:
             if on_error == "raise": raise ValueError(f"class folder {str(d)!r} holds no tiles (expected *.tif or *.jpg)")
-            skipped.append((d.relative_to(base).as_posix(), "empty class folder"))
-        files += fs; labels += [k] * len(fs)
-    exts = {p.suffix.lower() in JPG_EXT for p in files}
+            skipped.append((d.name, "empty class folder"))
+        entries += [(f"{d.name}/{e.name}", e) for e in es]; labels += [k] * len(es)
+    exts = {os.path.splitext(rel)[1].lower() in JPG_EXT for rel, _ in entries}
     if len(exts) > 1: raise ValueError(f"{str(base)!r} mixes GeoTIFF and JPEG tiles; expected one kind")
     rgb = exts == {True}
     classes = [d.name for d in class_dirs]
-    fp = _fingerprint(files, base)
+    fp = _fingerprint(entries)
     cache = None
     if cache_dir is not False:
         cache = Path(cache_dir or cache_home() / "eurosat").expanduser() / f"{base.name}-{hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:10]}"
@@ -211,6 +220,7 @@ def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, 
             idx = json.loads(idx_file.read_text())
             if idx.get("fingerprint") == fp and idx.get("size") == size and idx.get("on_error") == on_error:
                 return _from_index(idx, np.load(cache / "images.npy", mmap_mode="r"), base, fp, from_cache=True)
+    files = [Path(e.path) for _, e in entries]
     n, c = len(files), (3 if rgb else 13)
     images = np.empty((n, c, size, size), np.uint8 if rgb else np.uint16)
     crs, xs, ys, keep = [""] * n, np.full(n, np.nan), np.full(n, np.nan), np.ones(n, bool)
