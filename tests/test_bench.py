@@ -1,7 +1,10 @@
 """The benchmark notebook runs (quick settings) and writes its JSON files with measured, self-consistent numbers."""
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -9,7 +12,7 @@ from conftest import REPO
 def test_bench_notebook_quick(ms_sample, tmp_path):
     r = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "nbs" / "bench.ipynb"), str(tmp_path / "b.ipynb"), "-k", "python3",
                         "--no-progress-bar", "-p", "quick", "True", "-p", "out_dir", str(tmp_path / "bench"), "-p", "sections", "data,hog,train,evaluate"],
-                       cwd=REPO, capture_output=True, text=True, timeout=1200, env={**__import__("os").environ, "MIMEO_EUROSAT": str(ms_sample)})
+                       cwd=REPO, capture_output=True, text=True, timeout=1200, env={**os.environ, "MIMEO_EUROSAT": str(ms_sample)})
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads((tmp_path / "bench" / "data.json").read_text())
     assert d["tiles"] == 419 and d["cache_tiles_per_s"] > d["decode_tiles_per_s"] > 0
@@ -24,3 +27,16 @@ def test_bench_notebook_quick(ms_sample, tmp_path):
     shares = [o["share"] for o in p["top_ops"]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
     assert p["regions_ms"]["targets (HOG)"] > 0 and p["regions_ms"]["step"] > p["regions_ms"]["targets (HOG)"]
+
+
+def test_bench_scale_quick(data_root, tmp_path):
+    "The scale section builds the 27,000-tile RGB cache in a fresh process and measures 3- and 13-band pre-training throughput."
+    if not (data_root / "eurosat-rgb").is_dir(): pytest.skip(f"no eurosat-rgb/ under {data_root}")
+    r = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "nbs" / "bench.ipynb"), str(tmp_path / "b.ipynb"), "-k", "python3",
+                        "--no-progress-bar", "-p", "quick", "True", "-p", "out_dir", str(tmp_path / "bench"), "-p", "sections", "scale"],
+                       cwd=REPO, capture_output=True, text=True, timeout=1200, env={**os.environ, "MIMEO_DATA": str(data_root)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "bench" / "scale.json").read_text())
+    assert s["rgb_tiles"] == 27000 and s["cache_bytes"] >= 27000 * 3 * 64 * 64
+    assert s["cache_build_seconds"] > s["cached_load_seconds"] > 0
+    assert all(v > 0 for v in s["pretrain_images_per_s"].values()) and set(s["pretrain_images_per_s"]) == {"3_bands", "13_bands"}
