@@ -31,3 +31,19 @@ def test_readme_shows_the_committed_numbers(table):
     readme = (REPO / "README.md").read_text()
     rows = [l for l in (RESULTS / "tables" / table).read_text().splitlines() if l.startswith("| ") and any(c.isdigit() for c in l)]
     assert rows and all(r in readme for r in rows), f"README's results table differs from results/tables/{table}"
+
+
+def test_readme_benchmarks_are_the_committed_ones():
+    "README's benchmark figures are the ones in results/bench/*.json (rounded as README writes them)."
+    import json
+    bench = RESULTS / "bench"
+    if not (bench / "data.json").is_file(): pytest.skip("no committed benchmarks")
+    readme = " ".join((REPO / "README.md").read_text().split())
+    def load(name): return json.loads((bench / f"{name}.json").read_text())
+    d, h, s = load("data"), load("hog"), load("scale")
+    expected = [f"{d['cache_tiles_per_s']:,.0f} tiles/s", f"{d['decode_tiles_per_s']:,.0f} tiles/s", f"**{d['cache_speedup']:.0f}x**",
+                f"{h['torch_images_per_s']:,.0f} images/s", f"{h['skimage_images_per_s']:.0f} images/s", f"**{h['speedup']:.0f}x**",
+                f"{s['cache_build_seconds']:.1f} s", f"{s['cache_build_peak_rss_gib']:.2f} GiB", f"{s['cache_bytes'] / 1e6:.0f} MB",
+                f"{s['cached_tiles_per_s']:,.0f} tiles/s", f"{s['pretrain_images_per_s']['3_bands']:.0f} images/s"]
+    missing = [e for e in expected if e not in readme]
+    assert not missing, f"README does not show these committed benchmark figures: {missing}"
