@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #0ba1e398
 from __future__ import annotations
-import csv, hashlib, io, json, math, os, sys, time
+import csv, ctypes, hashlib, io, json, math, os, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,8 @@ from .model import MaskedAutoencoder, export_encoder
 # %% auto #0
 __all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'Dist', 'setup_distributed',
            'PretrainData', 'checkpoint_dir', 'make_split', 'augment', 'param_groups', 'lr_at', 'save_checkpoint',
-           'load_checkpoint', 'PretrainResult', 'model_from_config', 'pretrain', 'matmul_peak', 'throughput', 'main']
+           'load_checkpoint', 'limit_cpu_heap', 'PretrainResult', 'model_from_config', 'pretrain', 'matmul_peak',
+           'throughput', 'main']
 
 # %% ../nbs/04_train.ipynb #e9fe4892
 def resolve_device(name: str = "auto") -> torch.device:
@@ -174,6 +175,17 @@ def load_checkpoint(path, model=None, optimizer=None) -> dict:
     return state
 
 # %% ../nbs/04_train.ipynb #03bd68de
+def limit_cpu_heap(threshold: int = 128 * 1024) -> bool:
+    "Serve every allocation of at least `threshold` bytes by its own mapping (glibc `M_MMAP_THRESHOLD`); whether it took effect."
+    if not isinstance(threshold, int) or not 0 < threshold <= 32 * 2**20:
+        raise ValueError(f"threshold={threshold!r}; allowed: an int of bytes in (0, 32 MiB]")
+    if os.environ.get("MIMEO_CPU_HEAP", "limit") == "default" or not sys.platform.startswith("linux"): return False
+    try: libc = ctypes.CDLL(None)
+    except OSError: return False
+    mallopt = getattr(libc, "mallopt", None)  # glibc only (musl has none)
+    return bool(mallopt and mallopt(-3, threshold))  # -3 = M_MMAP_THRESHOLD
+
+# %% ../nbs/04_train.ipynb #27c17f93
 @dataclass
 class PretrainResult:
     "What `pretrain` returns."
@@ -201,6 +213,7 @@ def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume
     cfg = cfg.validate()
     if resume not in (True, False, "auto"): raise ValueError(f"resume={resume!r}; allowed: True, False, 'auto'")
     device = resolve_device(cfg.device)
+    if device.type == "cpu": limit_cpu_heap()
     dd = setup_distributed(device)
     if deterministic: torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
@@ -270,7 +283,7 @@ def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume
     if dd.world > 1: dist.barrier()
     return PretrainResult(model, history, history[-1]["loss"] if history else float("nan"), ckpt, encoder, normalize, time.time() - t_run)
 
-# %% ../nbs/04_train.ipynb #5b777ee4
+# %% ../nbs/04_train.ipynb #65788720
 def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 2.0, device="cpu") -> float:
     "Measured GFLOP/s of an `n x n` matrix product in `dtype` on `device`."
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
@@ -283,11 +296,14 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 2.0, device
     return 2 * n ** 3 * k / (time.perf_counter() - t0) / 1e9
 
 def throughput(preset: str = "vit_tiny_patch8_64", target: str = "raw", batch: int = 64, mode: str = "fp32", steps: int = 5,
-               warmup: int = 2, device: str = "cpu", in_chans: int = 13, mask: float = 0.75) -> dict:
-    "Images/s, GFLOP per image and peak memory of pre-training steps (`mode`: fp32, bf16, fp32+compile, bf16+compile)."
+               warmup: int = 2, device: str = "cpu", in_chans: int = 13, mask: float = 0.75, heap: str = "limit") -> dict:
+    """Images/s, GFLOP per image and peak memory of pre-training steps (`mode`: fp32, bf16, fp32+compile, bf16+compile;
+    `heap`: 'limit' calls `limit_cpu_heap` as `pretrain` does, 'default' leaves glibc's allocator as it is)."""
     import resource
     from torch.utils.flop_counter import FlopCounterMode
+    if heap not in ("limit", "default"): raise ValueError(f"heap={heap!r}; allowed: 'limit', 'default'")
     dev = torch.device(device); torch.manual_seed(0)
+    heap_limited = limit_cpu_heap() if heap == "limit" and dev.type == "cpu" else False
     variant = {"raw": "A", "hog": "C", "raw+hog": "AC"}[target]
     model = MaskedAutoencoder(preset, target, variant, in_chans=in_chans, mask_ratio=mask).to(dev)
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
@@ -312,9 +328,9 @@ def throughput(preset: str = "vit_tiny_patch8_64", target: str = "raw", batch: i
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return dict(preset=preset, target=target, batch=batch, mode=mode, images_per_s=batch / dt, seconds_per_step=dt,
                 gflop_per_image=flops / batch / 1e9, achieved_gflops=flops / dt / 1e9, warmup_seconds=t_compile,
-                peak_memory_gib=peak / 2**30, threads=torch.get_num_threads(), device=str(dev))
+                peak_memory_gib=peak / 2**30, threads=torch.get_num_threads(), device=str(dev), heap_limited=heap_limited)
 
-# %% ../nbs/04_train.ipynb #1d2c820e
+# %% ../nbs/04_train.ipynb #f4ce2574
 def main(argv=None):
     "Command line: pre-train the model given by `--profile` and `--field value` options."
     p = config_parser("Pre-train a masked image model (runs under torchrun for DDP).")

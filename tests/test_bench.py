@@ -11,7 +11,7 @@ from conftest import REPO
 
 def test_bench_notebook_quick(ms_sample, tmp_path):
     r = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "nbs" / "bench.ipynb"), str(tmp_path / "b.ipynb"), "-k", "python3",
-                        "--no-progress-bar", "-p", "quick", "True", "-p", "out_dir", str(tmp_path / "bench"), "-p", "sections", "data,hog,train,evaluate"],
+                        "--no-progress-bar", "-p", "quick", "True", "-p", "out_dir", str(tmp_path / "bench"), "-p", "sections", "data,hog,train,heap,evaluate"],
                        cwd=REPO, capture_output=True, text=True, timeout=1200, env={**os.environ, "MIMEO_EUROSAT": str(ms_sample)})
     assert r.returncode == 0, r.stderr[-3000:]
     d = json.loads((tmp_path / "bench" / "data.json").read_text())
@@ -21,6 +21,9 @@ def test_bench_notebook_quick(ms_sample, tmp_path):
     t = json.loads((tmp_path / "bench" / "train.json").read_text())
     assert t["matmul_peak_gflops"]["fp32"] > 0 and all("error" not in row and row["images_per_s"] > 0 for row in t["rows"])
     assert all(row["gflop_per_image"] > 0 for row in t["rows"])
+    heap = json.loads((tmp_path / "bench" / "heap.json").read_text())
+    assert heap["rows"] and all(r["default_peak_memory_gib"] > 0 and r["limit_peak_memory_gib"] > 0 and r["speed_ratio_limit_vs_default"] > 0
+                                for r in heap["rows"])
     e = json.loads((tmp_path / "bench" / "evaluate.json").read_text())
     assert set(e["linear_probe_seconds"]) == {"1.0", "0.5", "0.1", "0.01"} and e["finetune_epoch_seconds"] > 0
     p = json.loads((tmp_path / "bench" / "train_profile.json").read_text())
