@@ -23,8 +23,8 @@ from .model import MaskedAutoencoder, export_encoder
 # %% auto #0
 __all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'Dist', 'setup_distributed',
            'PretrainData', 'checkpoint_dir', 'make_split', 'augment', 'param_groups', 'lr_at', 'save_checkpoint',
-           'load_checkpoint', 'limit_cpu_heap', 'PretrainResult', 'model_from_config', 'pretrain', 'matmul_peak',
-           'throughput', 'main']
+           'load_checkpoint', 'limit_cpu_heap', 'cpu_heap_setting', 'PretrainResult', 'model_from_config', 'pretrain',
+           'matmul_peak', 'throughput', 'main']
 
 # %% ../nbs/04_train.ipynb #e9fe4892
 def resolve_device(name: str = "auto") -> torch.device:
@@ -179,11 +179,17 @@ def limit_cpu_heap(threshold: int = 128 * 1024) -> bool:
     "Serve every allocation of at least `threshold` bytes by its own mapping (glibc `M_MMAP_THRESHOLD`); whether it took effect."
     if not isinstance(threshold, int) or not 0 < threshold <= 32 * 2**20:
         raise ValueError(f"threshold={threshold!r}; allowed: an int of bytes in (0, 32 MiB]")
-    if os.environ.get("MIMEO_CPU_HEAP", "limit") == "default" or not sys.platform.startswith("linux"): return False
+    if not sys.platform.startswith("linux"): return False
     try: libc = ctypes.CDLL(None)
     except OSError: return False
     mallopt = getattr(libc, "mallopt", None)  # glibc only (musl has none)
     return bool(mallopt and mallopt(-3, threshold))  # -3 = M_MMAP_THRESHOLD
+
+def cpu_heap_setting() -> str:
+    "`MIMEO_CPU_HEAP`: 'default' (unset) leaves glibc's allocator alone, 'limit' has `pretrain` call `limit_cpu_heap` on CPU."
+    v = os.environ.get("MIMEO_CPU_HEAP", "default")
+    if v not in ("default", "limit"): raise ValueError(f"MIMEO_CPU_HEAP={v!r}; allowed: 'default', 'limit'")
+    return v
 
 # %% ../nbs/04_train.ipynb #27c17f93
 @dataclass
@@ -213,7 +219,7 @@ def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume
     cfg = cfg.validate()
     if resume not in (True, False, "auto"): raise ValueError(f"resume={resume!r}; allowed: True, False, 'auto'")
     device = resolve_device(cfg.device)
-    if device.type == "cpu": limit_cpu_heap()
+    if device.type == "cpu" and cpu_heap_setting() == "limit": limit_cpu_heap()
     dd = setup_distributed(device)
     if deterministic: torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
@@ -296,9 +302,9 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 2.0, device
     return 2 * n ** 3 * k / (time.perf_counter() - t0) / 1e9
 
 def throughput(preset: str = "vit_tiny_patch8_64", target: str = "raw", batch: int = 64, mode: str = "fp32", steps: int = 5,
-               warmup: int = 2, device: str = "cpu", in_chans: int = 13, mask: float = 0.75, heap: str = "limit") -> dict:
+               warmup: int = 2, device: str = "cpu", in_chans: int = 13, mask: float = 0.75, heap: str = "default") -> dict:
     """Images/s, GFLOP per image and peak memory of pre-training steps (`mode`: fp32, bf16, fp32+compile, bf16+compile;
-    `heap`: 'limit' calls `limit_cpu_heap` as `pretrain` does, 'default' leaves glibc's allocator as it is)."""
+    `heap`: 'default' leaves glibc's allocator as it is, 'limit' calls `limit_cpu_heap` first)."""
     import resource
     from torch.utils.flop_counter import FlopCounterMode
     if heap not in ("limit", "default"): raise ValueError(f"heap={heap!r}; allowed: 'limit', 'default'")
