@@ -45,5 +45,12 @@ def test_readme_benchmarks_are_the_committed_ones():
                 f"{h['torch_images_per_s']:,.0f} images/s", f"{h['skimage_images_per_s']:.0f} images/s", f"**{h['speedup']:.0f}x**",
                 f"{s['cache_build_seconds']:.1f} s", f"{s['cache_build_peak_rss_gib']:.2f} GiB", f"{s['cache_bytes'] / 1e6:.0f} MB",
                 f"{s['cached_tiles_per_s']:,.0f} tiles/s", f"{s['pretrain_images_per_s']['3_bands']:.0f} images/s"]
+    if (bench / "heap.json").is_file():
+        rows = load("heap")["rows"]
+        peaks = [r["limit_peak_memory_gib"] for r in rows]
+        def cost(compiled):
+            c = [round(100 * (1 - r["speed_ratio_limit_vs_default"])) for r in rows if ("compile" in r["mode"]) == compiled]
+            return f"{min(c)}-{max(c)} %"
+        expected += [f"{min(peaks):.1f}-{max(peaks):.1f} GiB but costs {cost(False)} of the speed in eager mode and {cost(True)} compiled"]
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README does not show these committed benchmark figures: {missing}"
