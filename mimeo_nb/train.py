@@ -21,10 +21,10 @@ from .masking import keyed_uniform
 from .model import MaskedAutoencoder, export_encoder
 
 # %% auto #0
-__all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'Dist', 'setup_distributed',
-           'PretrainData', 'checkpoint_dir', 'make_split', 'augment', 'param_groups', 'lr_at', 'save_checkpoint',
-           'load_checkpoint', 'limit_cpu_heap', 'cpu_heap_setting', 'PretrainResult', 'model_from_config', 'pretrain',
-           'matmul_peak', 'throughput', 'main']
+__all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'CPU_HEAP_SETTINGS', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'Dist',
+           'setup_distributed', 'PretrainData', 'checkpoint_dir', 'make_split', 'augment', 'param_groups', 'lr_at',
+           'save_checkpoint', 'load_checkpoint', 'limit_cpu_heap', 'check_cpu_heap', 'cpu_heap_setting',
+           'PretrainResult', 'model_from_config', 'pretrain', 'matmul_peak', 'throughput', 'main']
 
 # %% ../nbs/04_train.ipynb #e9fe4892
 def resolve_device(name: str = "auto") -> torch.device:
@@ -185,11 +185,16 @@ def limit_cpu_heap(threshold: int = 128 * 1024) -> bool:
     mallopt = getattr(libc, "mallopt", None)  # glibc only (musl has none)
     return bool(mallopt and mallopt(-3, threshold))  # -3 = M_MMAP_THRESHOLD
 
+CPU_HEAP_SETTINGS = ("default", "limit")
+
+def check_cpu_heap(name: str, value: str) -> str:
+    "`value` if it is one of `CPU_HEAP_SETTINGS`, else a `ValueError` naming `name`."
+    if value not in CPU_HEAP_SETTINGS: raise ValueError(f"{name}={value!r}; allowed: {', '.join(map(repr, CPU_HEAP_SETTINGS))}")
+    return value
+
 def cpu_heap_setting() -> str:
     "`MIMEO_CPU_HEAP`: 'default' (unset) leaves glibc's allocator alone, 'limit' has `pretrain` call `limit_cpu_heap` on CPU."
-    v = os.environ.get("MIMEO_CPU_HEAP", "default")
-    if v not in ("default", "limit"): raise ValueError(f"MIMEO_CPU_HEAP={v!r}; allowed: 'default', 'limit'")
-    return v
+    return check_cpu_heap("MIMEO_CPU_HEAP", os.environ.get("MIMEO_CPU_HEAP", "default"))
 
 # %% ../nbs/04_train.ipynb #27c17f93
 @dataclass
@@ -307,7 +312,7 @@ def throughput(preset: str = "vit_tiny_patch8_64", target: str = "raw", batch: i
     `heap`: 'default' leaves glibc's allocator as it is, 'limit' calls `limit_cpu_heap` first)."""
     import resource
     from torch.utils.flop_counter import FlopCounterMode
-    if heap not in ("limit", "default"): raise ValueError(f"heap={heap!r}; allowed: 'limit', 'default'")
+    check_cpu_heap("heap", heap)
     dev = torch.device(device); torch.manual_seed(0)
     heap_limited = limit_cpu_heap() if heap == "limit" and dev.type == "cpu" else False
     variant = {"raw": "A", "hog": "C", "raw+hog": "AC"}[target]

@@ -9,11 +9,16 @@ import pytest
 from conftest import REPO
 
 
-def test_bench_notebook_quick(ms_sample, tmp_path):
+def run_bench(tmp_path, sections: str, **env):
+    "Execute nbs/bench.ipynb with quick settings for `sections`, its JSON files into tmp_path/bench."
     r = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "nbs" / "bench.ipynb"), str(tmp_path / "b.ipynb"), "-k", "python3",
-                        "--no-progress-bar", "-p", "quick", "True", "-p", "out_dir", str(tmp_path / "bench"), "-p", "sections", "data,hog,train,heap,evaluate"],
-                       cwd=REPO, capture_output=True, text=True, timeout=1200, env={**os.environ, "MIMEO_EUROSAT": str(ms_sample)})
+                        "--no-progress-bar", "-p", "quick", "True", "-p", "out_dir", str(tmp_path / "bench"), "-p", "sections", sections],
+                       cwd=REPO, capture_output=True, text=True, timeout=1200, env={**os.environ, **env})
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_bench_notebook_quick(ms_sample, tmp_path):
+    run_bench(tmp_path, "data,hog,train,heap,evaluate", MIMEO_EUROSAT=str(ms_sample))
     d = json.loads((tmp_path / "bench" / "data.json").read_text())
     assert d["tiles"] == 419 and d["cache_tiles_per_s"] > d["decode_tiles_per_s"] > 0
     h = json.loads((tmp_path / "bench" / "hog.json").read_text())
@@ -35,10 +40,7 @@ def test_bench_notebook_quick(ms_sample, tmp_path):
 def test_bench_scale_quick(data_root, tmp_path):
     "The scale section builds the 27,000-tile RGB cache in a fresh process and measures 3- and 13-band pre-training throughput."
     if not (data_root / "eurosat-rgb").is_dir(): pytest.skip(f"no eurosat-rgb/ under {data_root}")
-    r = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "nbs" / "bench.ipynb"), str(tmp_path / "b.ipynb"), "-k", "python3",
-                        "--no-progress-bar", "-p", "quick", "True", "-p", "out_dir", str(tmp_path / "bench"), "-p", "sections", "scale"],
-                       cwd=REPO, capture_output=True, text=True, timeout=1200, env={**os.environ, "MIMEO_DATA": str(data_root)})
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_bench(tmp_path, "scale", MIMEO_DATA=str(data_root))
     s = json.loads((tmp_path / "bench" / "scale.json").read_text())
     assert s["rgb_tiles"] == 27000 and s["cache_bytes"] >= 27000 * 3 * 64 * 64
     assert s["cache_build_seconds"] > s["cached_load_seconds"] > 0
