@@ -91,8 +91,10 @@ class PretrainData:
         return torch.stack([self.ssl4eo[int(i)] for i in ids])
 
 def checkpoint_dir(cfg: Config, data: PretrainData) -> Path:
-    "Where the pre-training `cfg` describes keeps its checkpoint, history and encoder: `<out_dir>/_checkpoints/<pretrain id>-<data>`."
-    return Path(cfg.out_dir or default_out_dir()) / "_checkpoints" / f"{pretrain_id(cfg)}-{data.fingerprint[:8]}"
+    """Where the pre-training `cfg` describes keeps its checkpoint, history and encoder: `<root>/<pretrain id>-<data>`, where root is
+    `MIMEO_CHECKPOINTS` when set (a folder outside the work tree that later sessions reuse), else `<out_dir>/_checkpoints`."""
+    root = os.environ.get("MIMEO_CHECKPOINTS") or Path(cfg.out_dir or default_out_dir()) / "_checkpoints"
+    return Path(root).expanduser() / f"{pretrain_id(cfg)}-{data.fingerprint[:8]}"
 
 PRETRAIN_CROP = {"vit_small_patch16_224": 64}  # SSL4EO crops at EuroSAT's tile size, then resized like EuroSAT tiles
 
