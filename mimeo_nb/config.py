@@ -12,7 +12,7 @@ from .model import PRESETS, TARGETS, variant_settings
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'PROFILES', 'NOT_IN_ID', 'EVAL_FIELDS', 'Config', 'check_fields', 'make_config', 'repo_root',
-           'default_out_dir', 'pretrain_id', 'run_id', 'config_parser', 'config_from_args']
+           'default_out_dir', 'pretrain_id', 'run_id', 'unit_label', 'config_parser', 'config_from_args']
 
 # %% ../nbs/03a_config.ipynb #7fae7dc1
 EVALUATIONS = ("linear", "finetune", "knn")
@@ -78,6 +78,14 @@ class Config:
     ft_head_init: str = "random"    # random (the study's) | probe (LP-FT: start from the linear probe's head)
     knn_k: int = 20
     knn_t: float = 0.07
+    probe_method: str = "lbfgs"     # lbfgs (logistic regression to convergence, weight decay chosen by cross-validation) | sgd (the study's)
+    probe_wds: list = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1])  # weight decays the lbfgs probe chooses from
+    probe_folds: int = 5            # cross-validation folds on the labelled tiles that choose the probe's weight decay
+    probe_iters: int = 300          # L-BFGS iterations (at most) per fit
+    ft_val: float = 0.1             # share of the labelled tiles held out to choose the epoch (and the lr from ft_lrs); 0: final epoch
+    ft_lrs: list = field(default_factory=list)  # fine-tuning learning rates to choose from on the validation tiles (empty: ft_lr)
+    ft_epoch_scaling: str = "none"  # none | sqrt: at label fraction f, round(ft_epochs / sqrt(f)) epochs (steps grow as sqrt(f))
+    ft_layer_decay_random: float = 1.0  # layer decay when fine-tuning random weights (supervised baseline; 1 = none, as DeiT)
 
     def validate(self) -> "Config":
         "Check every field; raise `ValueError` naming the field, the value and what is allowed."
@@ -94,6 +102,7 @@ class Config:
         choice("hog_gradient", ("sobel", "central")); choice("init", ("pretrained", "random")); choice("precision", ("auto", "bf16", "fp32"))
         choice("fraction_method", ("stratified", "study")); choice("pool", ("cls", "mean")); choice("probe_schedule", ("constant", "cosine"))
         choice("ft_recipe", ("study", "mae")); choice("ft_head_init", ("random", "probe"))
+        choice("probe_method", ("lbfgs", "sgd")); choice("ft_epoch_scaling", ("none", "sqrt"))
         if not (self.device in ("auto", "cpu", "cuda") or (isinstance(self.device, str) and self.device.startswith("cuda:"))):
             bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
         for name in ("compile", "augment"):
@@ -111,6 +120,14 @@ class Config:
         number("ft_lr", 0, 100, lo_open=True); number("ft_wd", 0, 10); number("ft_batch", 1, 10**6, integer=True)
         number("ft_layer_decay", 0, 1, lo_open=True); number("ft_drop_path", 0, 1, hi_open=True)
         number("ft_label_smoothing", 0, 1, hi_open=True); number("knn_k", 1, 10**6, integer=True); number("knn_t", 0, 100, lo_open=True)
+        number("probe_folds", 2, 100, integer=True); number("probe_iters", 1, 10**5, integer=True); number("ft_val", 0, 0.5)
+        number("ft_layer_decay_random", 0, 1, lo_open=True)
+        def numbers(name, lo, lo_open, empty_ok):
+            v = getattr(self, name)
+            ok = isinstance(v, (list, tuple)) and (empty_ok or len(v) > 0) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and (x > lo if lo_open else x >= lo) for x in v)
+            if not ok: bad(name, f"a {'' if empty_ok else 'non-empty '}list of numbers {'>' if lo_open else '>='} {lo}")
+        numbers("probe_wds", 0, False, False); numbers("ft_lrs", 0, True, True)
         if not (isinstance(self.evaluations, (list, tuple)) and set(self.evaluations) <= set(EVALUATIONS)): bad("evaluations", f"a list drawn from {list(EVALUATIONS)}")
         if not (isinstance(self.fractions, (list, tuple)) and self.fractions and
                 all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in self.fractions)):
@@ -145,7 +162,7 @@ PROFILES = {
                   fractions=[1.0, 0.1], eval_batch=128, knn_k=5),
     "cpu": dict(epochs=30, batch_size=32, base_lr=1.5e-3, warmup_epochs=3, probe_epochs=100, probe_lr=0.1, ft_epochs=6,
                 ft_batch=32, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe"),
-    "cpu-rgb": dict(epochs=10, batch_size=64, base_lr=1.5e-3, warmup_epochs=1, precision="fp32", probe_epochs=30, ft_epochs=4,
+    "cpu-rgb": dict(epochs=10, batch_size=64, base_lr=1.5e-3, warmup_epochs=1, precision="fp32", ft_epochs=4, ft_epoch_scaling="sqrt",
                     ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe", checkpoint_every=1, eval_batch=512),
     "paper": dict(preset="vit_small_patch16_224", pretrain_data="ssl4eo", epochs=100, batch_size=256, base_lr=1.5e-4,
                   warmup_epochs=10, weight_decay=0.05, probe_epochs=50, ft_epochs=50, ft_batch=64, checkpoint_every=5,
@@ -190,7 +207,16 @@ def run_id(cfg: Config, data_fingerprint: str = "") -> str:
     "Identity of the whole run (pre-training, evaluations and the data's fingerprint)."
     d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID}
     prefix = "baseline" if cfg.init == "random" else f"{cfg.target.replace('+', '')}-{cfg.variant}-m{cfg.mask:g}"
-    return f"{prefix}-{_digest({**d, 'data': data_fingerprint})}"
+    return f"{prefix}{unit_label(cfg)}-{_digest({**d, 'data': data_fingerprint})}"
+
+def unit_label(cfg: Config) -> str:
+    "What part of an experiment a run holds, for its folder name: '' (all of it), '-pretrain', or e.g. '-finetune-f0.1-s43'."
+    if not cfg.evaluations: return "-pretrain"
+    if set(cfg.evaluations) == set(EVALUATIONS) and not cfg.ft_lrs: return ""
+    label = "-" + "-".join(cfg.evaluations)
+    if len(cfg.fractions) == 1: label += f"-f{cfg.fractions[0]:g}"
+    if len(cfg.seeds) == 1: label += f"-s{cfg.seeds[0]}"
+    return label + ("-lrsearch" if len(cfg.ft_lrs) > 1 else "")
 
 # %% ../nbs/03a_config.ipynb #ec631a54
 def _parse_value(f, text: str):

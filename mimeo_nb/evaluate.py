@@ -20,8 +20,9 @@ from .train import lr_at, model_from_config, resolve_device, resolve_precision
 
 # %% auto #0
 __all__ = ['STRATEGY_NAMES', 'prepare', 'pool_tokens', 'check_bands', 'encoder_features', 'FeatureCache', 'linear_head',
-           'train_head', 'linear_probe', 'knn_predict', 'Classifier', 'flips_rot90', 'finetune', 'predict',
-           'classification_metrics', 'evaluate_encoder', 'write_results']
+           'train_head', 'linear_probe', 'knn_predict', 'standardiser', 'fit_logistic', 'logistic_predict', 'cv_folds',
+           'choose_weight_decay', 'logistic_probe', 'Classifier', 'flips_rot90', 'ft_epochs_at', 'carve_validation',
+           'finetune', 'predict', 'classification_metrics', 'evaluate_encoder', 'write_results']
 
 # %% ../nbs/05_evaluate.ipynb #55e536e0
 def prepare(x_raw, normalize: BandNormalize, img_size: int):
@@ -115,6 +116,81 @@ def knn_predict(train_x, train_y, test_x, n_classes: int, k: int = 20, t: float 
     votes = torch.zeros(len(te), n_classes).scatter_add_(1, y[nn_idx], (sim / t).exp())
     return (votes / votes.sum(1, keepdim=True)).numpy()
 
+# %% ../nbs/05_evaluate.ipynb #db938bc9
+def _f64(v) -> torch.Tensor:
+    "Features as a float64 tensor (any array-like, also a reversed or strided NumPy view)."
+    return v.to(torch.float64) if torch.is_tensor(v) else torch.from_numpy(np.array(v, dtype=np.float64))
+
+def standardiser(train_x):
+    "A function that z-scores features with the mean and standard deviation of `train_x` `[N, D]` (as BatchNorm at evaluation)."
+    x = _f64(train_x)
+    mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
+    def zscore(v): return (_f64(v) - mean) / std
+    zscore.mean, zscore.std = mean, std
+    return zscore
+
+def fit_logistic(x, y, n_classes: int, wd: float = 1e-4, max_iter: int = 300, tol: float = 1e-6) -> tuple:
+    "Multinomial logistic regression on features `x` `[N, D]` by full-batch L-BFGS -> (weights `[D + 1, K]`, last row the bias; info)."
+    _check_xy(x, y)
+    x, y = _f64(x), torch.as_tensor(np.asarray(y), dtype=torch.long)
+    X = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    W = torch.zeros(X.shape[1], n_classes, dtype=x.dtype, requires_grad=True)
+    opt = torch.optim.LBFGS([W], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12, history_size=20,
+                            line_search_fn="strong_wolfe")
+    def objective():
+        opt.zero_grad()
+        loss = F.cross_entropy(X @ W, y) + wd / 2 * (W[:-1] ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(objective)
+    with torch.no_grad():
+        logits = X @ W
+        info = dict(train_loss=F.cross_entropy(logits, y).item(), train_accuracy=(logits.argmax(1) == y).double().mean().item(),
+                    iterations=opt.state[W]["n_iter"], wd=wd)
+    return W.detach(), info
+
+def logistic_predict(W, x) -> np.ndarray:
+    "Class probabilities `[M, K]` of features `x` `[M, D]` under `fit_logistic` weights."
+    x = _f64(x)
+    return F.softmax(x @ W[:-1] + W[-1], 1).float().numpy()
+
+# %% ../nbs/05_evaluate.ipynb #1d59c6ad
+def cv_folds(y, folds: int = 5, seed: int = 42) -> list:
+    "`(train, validation)` position pairs of a k-fold split of labels `y` (stratified when every present class has `folds` members)."
+    from sklearn.model_selection import KFold, StratifiedKFold
+    y = np.asarray(y)
+    counts = np.bincount(y)[np.unique(y)]
+    k = min(folds, len(y))
+    if k < 2: return []
+    if counts.min() >= k: return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    return list(KFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y))))
+
+def choose_weight_decay(x, y, n_classes: int, wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), folds: int = 5, seed: int = 42,
+                        max_iter: int = 300) -> tuple:
+    "The weight decay of best cross-validated accuracy on `(x, y)` (ties: the larger) -> (wd, {wd: accuracy})."
+    _check_xy(x, y)
+    x, y = _f64(x), np.asarray(y)
+    splits = cv_folds(y, folds, seed)
+    if not splits: return float(np.median(wds)), {}
+    scores = {}
+    for wd in sorted(wds, reverse=True):
+        hits = 0
+        for tr, va in splits:
+            zs = standardiser(x[tr])
+            W, _ = fit_logistic(zs(x[tr]), y[tr], n_classes, wd, max_iter)
+            hits += int((logistic_predict(W, zs(x[va])).argmax(1) == y[va]).sum())
+        scores[wd] = hits / len(y)
+    best = max(scores, key=lambda w: (scores[w], w))
+    return best, scores
+
+def logistic_probe(train_x, train_y, test_x, n_classes: int, wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), folds: int = 5, seed: int = 42,
+                   max_iter: int = 300) -> tuple:
+    "Converged linear probe: weight decay by cross-validation on the labelled tiles, refit on all of them -> (test probabilities, info)."
+    wd, scores = choose_weight_decay(train_x, train_y, n_classes, wds, folds, seed, max_iter)
+    zs = standardiser(train_x)
+    W, info = fit_logistic(zs(train_x), train_y, n_classes, wd, max_iter)
+    return logistic_predict(W, zs(test_x)), dict(info, cv_accuracy={f"{k:g}": v for k, v in scores.items()})
+
 # %% ../nbs/05_evaluate.ipynb #3ad67498
 class Classifier(nn.Module):
     "Encoder + probe head on the pooled tokens."
@@ -131,53 +207,108 @@ def flips_rot90(x, seed: int, epoch: int, ids):
     k = (u[:, 1] * 4).long().clamp(max=3)
     return torch.stack([x, x.rot90(1, (2, 3)), x.rot90(2, (2, 3)), x.rot90(3, (2, 3))], 1)[torch.arange(len(x)), k]
 
-def _ft_optimizer(model: Classifier, cfg: Config):
-    if cfg.ft_recipe == "study":
-        return torch.optim.SGD(model.parameters(), lr=cfg.ft_lr, momentum=0.9, weight_decay=cfg.ft_wd)
-    from timm.optim._param_groups import param_groups_layer_decay
-    groups = param_groups_layer_decay(model.encoder, weight_decay=cfg.ft_wd, layer_decay=cfg.ft_layer_decay)
-    groups.append(dict(params=list(model.head.parameters()), weight_decay=cfg.ft_wd, lr_scale=1.0))
-    for g in groups: g["lr"] = cfg.ft_lr * g.get("lr_scale", 1.0)
-    return torch.optim.AdamW(groups, lr=cfg.ft_lr, betas=(0.9, 0.999))
+def ft_epochs_at(cfg: Config, fraction: float) -> int:
+    "Fine-tuning epochs at label `fraction`: `ft_epochs`, or `round(ft_epochs / sqrt(fraction))` with `ft_epoch_scaling='sqrt'`."
+    return cfg.ft_epochs if cfg.ft_epoch_scaling == "none" else max(1, round(cfg.ft_epochs / math.sqrt(fraction)))
 
-def finetune(encoder: nn.Module, tiles: TileSet, train_idx, test_idx, normalize: BandNormalize, cfg: Config, seed: int = 42,
-             device="cpu", progress: bool = False) -> dict:
-    "Fine-tune `encoder` + head on `tiles[train_idx]`; return final-epoch test probabilities and the per-epoch test accuracy."
-    check_bands(encoder, tiles)
-    if len(train_idx) == 0: raise ValueError("no training tiles to fine-tune on")
-    device = torch.device(device); torch.manual_seed(seed)
+def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
+    "Split the labelled tiles `idx` into (training, validation) with `share` held out (stratified where possible; none under 10 tiles)."
+    idx = np.asarray(idx)
+    if share == 0 or len(idx) < 10: return idx, idx[:0]
+    from sklearn.model_selection import train_test_split
+    y = np.asarray(labels)[idx]
+    n_val = max(1, int(round(share * len(idx))))
+    present = np.unique(y)
+    stratify = y if np.bincount(y)[present].min() >= 2 and len(present) <= n_val <= len(idx) - len(present) else None
+    tr, va = train_test_split(idx, test_size=n_val, stratify=stratify, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
+def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
+    if cfg.ft_recipe == "study":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.ft_wd)
+    from timm.optim._param_groups import param_groups_layer_decay
+    decay = cfg.ft_layer_decay if cfg.init == "pretrained" else cfg.ft_layer_decay_random
+    groups = param_groups_layer_decay(model.encoder, weight_decay=cfg.ft_wd, layer_decay=decay)
+    groups.append(dict(params=list(model.head.parameters()), weight_decay=cfg.ft_wd, lr_scale=1.0))
+    for g in groups: g["lr"] = lr * g.get("lr_scale", 1.0)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+
+def _probe_head(model: Classifier, feats, labels, cfg: Config, seed: int) -> None:
+    "LP-FT: set the head to the linear probe fitted on `feats` (the frozen encoder's features of the training tiles)."
+    n = model.head[1].out_features
+    if cfg.probe_method == "sgd":
+        model.head.load_state_dict(train_head(feats, labels, n, cfg.probe_epochs, cfg.probe_lr, cfg.probe_wd, cfg.probe_batch,
+                                              cfg.probe_schedule, seed).state_dict())
+        return
+    wd, _ = choose_weight_decay(feats, labels, n, cfg.probe_wds, cfg.probe_folds, seed, cfg.probe_iters)
+    zs = standardiser(feats)
+    W, _ = fit_logistic(zs(feats), labels, n, wd, cfg.probe_iters)
+    with torch.no_grad():  # BatchNorm's running statistics = the standardisation; the linear layer = the logistic weights
+        model.head[0].running_mean.copy_(zs.mean.float()); model.head[0].running_var.copy_((zs.std ** 2).float())
+        model.head[1].weight.copy_(W[:-1].T.float()); model.head[1].bias.copy_(W[-1].float())
+
+def _finetune_one(encoder, tiles, fit_idx, val_idx, normalize, cfg: Config, lr: float, epochs: int, seed: int, device,
+                  progress: bool, feats=None) -> dict:
+    "One fine-tuning at learning rate `lr`; the weights of the best validation epoch (or the last) are loaded at the end."
+    import copy
+    torch.manual_seed(seed)
     if cfg.ft_recipe == "mae":
         for m in encoder.modules():
             if m.__class__.__name__ == "DropPath": m.drop_prob = cfg.ft_drop_path
-    model = Classifier(encoder, len(tiles.classes), cfg.pool).to(device); normalize = normalize.to(device)
+    model = Classifier(encoder, len(tiles.classes), cfg.pool).to(device)
     img_size = encoder.patch_embed.img_size[0]
-    if cfg.ft_head_init == "probe":  # LP-FT: the head starts as the linear probe on the frozen encoder's features
-        feats = encoder_features(encoder, tiles, train_idx, normalize, cfg.pool, cfg.eval_batch, device)
-        model.head.load_state_dict(train_head(feats, tiles.labels[train_idx], len(tiles.classes), cfg.probe_epochs, cfg.probe_lr,
-                                              cfg.probe_wd, cfg.probe_batch, cfg.probe_schedule, seed).state_dict())
-    opt = _ft_optimizer(model, cfg)
+    if cfg.ft_head_init == "probe":
+        f = feats[fit_idx] if feats is not None else encoder_features(encoder, tiles, fit_idx, normalize, cfg.pool, cfg.eval_batch, device)
+        _probe_head(model, f, tiles.labels[fit_idx], cfg, seed)
+    opt = _ft_optimizer(model, cfg, lr)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    train_idx, test_idx = np.asarray(train_idx), np.asarray(test_idx)
-    batch = min(cfg.ft_batch, len(train_idx)); steps = max(1, len(train_idx) // batch)
-    total, warm = steps * cfg.ft_epochs, (steps * min(5, cfg.ft_epochs // 5) if cfg.ft_recipe == "mae" else 0)
+    batch = min(cfg.ft_batch, len(fit_idx)); steps = max(1, len(fit_idx) // batch)
+    total, warm = steps * epochs, (steps * min(5, epochs // 5) if cfg.ft_recipe == "mae" else 0)
     smoothing = cfg.ft_label_smoothing if cfg.ft_recipe == "mae" else 0.0
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16")
     labels = torch.as_tensor(tiles.labels)
-    accs, probs, step = [], None, 0
-    for ep in tqdm(range(cfg.ft_epochs), desc="fine-tuning", disable=not progress, leave=False):
-        model.train()
-        perm = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed * 100003 + ep)).numpy()
+    val_acc, losses, best, step = [], [], (-1.0, 0, None), 0
+    for ep in tqdm(range(epochs), desc=f"fine-tuning (lr {lr:g})", disable=not progress, leave=False):
+        model.train(); loss_sum = 0.0
+        perm = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(seed * 100003 + ep)).numpy()
         for i in range(steps):
-            ids = train_idx[perm[i * batch:(i + 1) * batch]]
+            ids = fit_idx[perm[i * batch:(i + 1) * batch]]
             if cfg.ft_recipe == "mae":
                 for g, b in zip(opt.param_groups, base_lrs): g["lr"] = lr_at(step, total, warm, b)
-            x = prepare(torch.from_numpy(np.asarray(tiles.images[ids])).to(device), normalize, img_size)
-            x = flips_rot90(x, seed, ep, ids)
+            x = flips_rot90(prepare(torch.from_numpy(np.asarray(tiles.images[ids])).to(device), normalize, img_size), seed, ep, ids)
             with torch.autocast(**amp): loss = F.cross_entropy(model(x).float(), labels[ids].to(device), label_smoothing=smoothing)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); step += 1
-        probs = predict(model, tiles, test_idx, normalize, cfg.eval_batch, device, amp["enabled"])
-        accs.append(float((probs.argmax(1) == tiles.labels[test_idx]).mean()))
-    return dict(probs=probs, epoch_accuracy=accs, model=model)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); step += 1; loss_sum += loss.item()
+        losses.append(loss_sum / steps)
+        if len(val_idx):
+            acc = float((predict(model, tiles, val_idx, normalize, cfg.eval_batch, device, amp["enabled"]).argmax(1)
+                         == tiles.labels[val_idx]).mean())
+            val_acc.append(acc)
+            if acc > best[0]: best = (acc, ep + 1, copy.deepcopy(model.state_dict()))
+    if best[2] is not None: model.load_state_dict(best[2])
+    epoch = best[1] if len(val_idx) else epochs
+    return dict(model=model, val_accuracy=val_acc, best_val=best[0], epoch=epoch, train_loss=losses)
+
+def finetune(make_encoder, tiles: TileSet, train_idx, test_idx, normalize: BandNormalize, cfg: Config, seed: int = 42,
+             device="cpu", progress: bool = False, fraction: float = 1.0, feats=None) -> dict:
+    """Fine-tune fresh encoders from `make_encoder()` + head on the labelled tiles `train_idx` minus `ft_val` validation tiles; choose
+    the epoch (and the lr among `ft_lrs`) on those; return the chosen model's test probabilities, computed once, and the choices."""
+    train_idx = np.asarray(train_idx)
+    if len(train_idx) == 0: raise ValueError("no training tiles to fine-tune on")
+    device = torch.device(device)
+    normalize = normalize.to(device)
+    fit_idx, val_idx = carve_validation(train_idx, tiles.labels, cfg.ft_val, seed)
+    epochs, best, trials = ft_epochs_at(cfg, fraction), None, []
+    for lr in (list(cfg.ft_lrs) or [cfg.ft_lr]):
+        encoder = make_encoder()
+        check_bands(encoder, tiles)
+        r = _finetune_one(encoder, tiles, fit_idx, val_idx, normalize, cfg, lr, epochs, seed, device, progress, feats)
+        trials.append(dict(lr=lr, val_accuracy=r["val_accuracy"], epoch=r["epoch"], train_loss=r["train_loss"]))
+        if best is None or r["best_val"] > best[1]["best_val"]: best = (lr, r)
+    lr, r = best
+    bf16 = resolve_precision(cfg.precision, device) == "bf16"
+    probs = predict(r["model"], tiles, np.asarray(test_idx), normalize, cfg.eval_batch, device, bf16)
+    return dict(probs=probs, model=r["model"], lr=lr, epoch=r["epoch"], epochs=epochs, n_fit=len(fit_idx), n_val=len(val_idx),
+                val_accuracy=r["best_val"] if len(val_idx) else None, final_train_loss=r["train_loss"][-1], trials=trials)
 
 @torch.no_grad()
 def predict(model: Classifier, tiles: TileSet, idx, normalize, batch: int = 256, device="cpu", bf16: bool = False) -> np.ndarray:
@@ -216,7 +347,7 @@ def evaluate_encoder(make_encoder, encoder_key: str, tiles: TileSet, split: dict
     records, preds = [], []
     jobs = [(s, f, sd) for s in cfg.evaluations for f in cfg.fractions for sd in cfg.seeds]
     feats = None
-    if {"linear", "knn"} & set(cfg.evaluations):
+    if {"linear", "knn"} & set(cfg.evaluations) or ("finetune" in cfg.evaluations and cfg.ft_head_init == "probe"):
         need = np.union1d(train, test)  # only the tiles of this split
         key = f"{encoder_key}|{tiles.fingerprint}|{hashlib.sha1(need.tobytes()).hexdigest()}|{cfg.pool}|{cfg.normalisation}"
         f_need = cache.get(key, lambda: encoder_features(make_encoder(), tiles, need, normalize, cfg.pool, cfg.eval_batch, device,
@@ -224,16 +355,21 @@ def evaluate_encoder(make_encoder, encoder_key: str, tiles: TileSet, split: dict
         feats = torch.zeros(len(tiles), f_need.shape[1]); feats[need] = f_need
     for strategy, frac, seed in tqdm(jobs, desc="evaluations", disable=not progress):
         labelled = label_fraction(train, tiles.labels, frac, seed=seed, method=cfg.fraction_method)
-        t0 = time.time(); extra = {}
-        if strategy == "linear":
+        t0 = time.time(); extra = dict(pool=cfg.pool)
+        if strategy == "linear" and cfg.probe_method == "lbfgs":
+            probs, info = logistic_probe(feats[labelled], tiles.labels[labelled], feats[test], len(tiles.classes), cfg.probe_wds,
+                                         cfg.probe_folds, seed, cfg.probe_iters)
+            extra.update(probe_method="lbfgs", probe=info)
+        elif strategy == "linear":
             probs = linear_probe(feats[labelled], tiles.labels[labelled], feats[test], len(tiles.classes), cfg.probe_epochs,
                                  cfg.probe_lr, cfg.probe_wd, cfg.probe_batch, cfg.probe_schedule, seed)
+            extra.update(probe_method="sgd")
         elif strategy == "knn":
             probs = knn_predict(feats[labelled], tiles.labels[labelled], feats[test], len(tiles.classes), cfg.knn_k, cfg.knn_t)
         else:
-            r = finetune(make_encoder(), tiles, labelled, test, normalize, cfg, seed, device, progress)
+            r = finetune(make_encoder, tiles, labelled, test, normalize, cfg, seed, device, progress, frac, feats)
             probs = r["probs"]
-            extra = dict(epoch_accuracy=r["epoch_accuracy"], best_epoch_accuracy_optimistic=max(r["epoch_accuracy"]))
+            extra.update({k: r[k] for k in ("lr", "epoch", "epochs", "n_fit", "n_val", "val_accuracy", "final_train_loss", "trials")})
         m = classification_metrics(tiles.labels[test], probs.argmax(1), tiles.classes)
         records.append(dict(strategy=strategy, init=cfg.init, name=STRATEGY_NAMES[(cfg.init, strategy)], fraction=frac, seed=seed,
                             n_train=int(len(labelled)), **m, seconds=time.time() - t0, **extra))

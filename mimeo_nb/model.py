@@ -20,7 +20,8 @@ from .masking import random_masking
 
 # %% auto #0
 __all__ = ['PRESETS', 'TARGETS', 'VARIANTS', 'variant_settings', 'sincos_pos_embed', 'patch_standardise', 'MaskedAutoencoder',
-           'overfit', 'encoder_kwargs', 'export_encoder', 'load_encoder', 'reconstruct', 'plot_reconstruction']
+           'overfit', 'encoder_kwargs', 'export_encoder', 'load_encoder', 'reconstruct', 'plot_reconstruction',
+           'pretext_quality']
 
 # %% ../nbs/03_model.ipynb #34439a07
 PRESETS = {
@@ -281,3 +282,26 @@ def plot_reconstruction(model: MaskedAutoencoder, x, band_names=BAND_NAMES, mask
     fig.suptitle((title + "  " if title else "") + f"target {model.target} {model.variant}, mask {model.mask_ratio if mask_ratio is None else mask_ratio}{note}", fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03_model.ipynb #fa2c071c
+@torch.no_grad()
+def pretext_quality(model: MaskedAutoencoder, x, seed: int = 0, batch: int = 256) -> dict:
+    "Masked-patch MSE and cosine of each head's prediction against the mean-target baseline, on normalised tiles `x` `[N, C, H, W]`."
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.rand(len(x), model.grid ** 2, generator=g)
+    preds, targets = {k: [] for k in model.heads}, {k: [] for k in model.heads}
+    for i in range(0, len(x), batch):
+        out = model(x[i:i + batch], noise=noise[i:i + batch].to(x.device))
+        m = out["mask"].bool()
+        for k in model.heads:
+            preds[k].append(out["pred"][k].float()[m].cpu()); targets[k].append(out["target"][k].float()[m].cpu())
+    res = {}
+    for k in model.heads:
+        p, t = torch.cat(preds[k]), torch.cat(targets[k])
+        mean = t.mean(0, keepdim=True).expand_as(t)
+        mse, mse_mean = ((p - t) ** 2).mean().item(), ((mean - t) ** 2).mean().item()
+        cos, cos_mean = F.cosine_similarity(p, t, dim=1).mean().item(), F.cosine_similarity(mean, t, dim=1).mean().item()
+        res[k] = dict(mse=mse, mse_mean_target=mse_mean, mse_ratio=mse / mse_mean, cosine=cos, cosine_mean_target=cos_mean,
+                      patches=len(t))
+    return res

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_plots.ipynb #82fb00ff
 from __future__ import annotations
-import json
+import functools, json
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +14,12 @@ from .data import band_table
 
 # %% auto #0
 __all__ = ['CLASSES', 'FRACTIONS', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS',
-           'MAIN_ROWS', 'PER_CLASS_MODELS', 'sweep_seconds', 'load_runs', 'find_run', 'accuracy', 'strategies_table',
-           'normalisation_table', 'masking_table', 'loss_table', 'per_class_table', 'confusion', 'beside',
-           'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions', 'fig_loss_curves',
-           'fig_strategies', 'fig_ablation', 'fig_confusions', 'fig_misclassified']
+           'MAIN_ROWS', 'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'sweep_seconds', 'load_runs', 'find_run', 'accuracy',
+           'strategies_table', 'normalisation_table', 'masking_table', 'loss_table', 'per_class_table', 'confusion',
+           'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions',
+           'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions', 'fig_misclassified', 'merge_units',
+           'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table', 'comparisons_table',
+           'targets_table', 'quality_table', 'unit_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop", "Residential",
@@ -152,7 +154,7 @@ def write_table(df: pd.DataFrame, folder, name: str, float_format: str = "{:.4f}
 def fig_sample_tiles(run):
     "Figure 1b: one RGB tile per class (from a run's `samples.npz`)."
     import matplotlib.pyplot as plt
-    s = np.load(run["dir"] / "samples.npz")
+    s = np.load(run_file(run, "samples.npz"))
     n = len(s["rgb"]); fig, axs = plt.subplots(1, n, figsize=(1.6 * n, 2.0))
     for ax, im, k in zip(np.atleast_1d(axs), s["rgb"], s["labels"]):
         ax.imshow(im); ax.set_title(str(s["classes"][k]), fontsize=7); ax.axis("off")
@@ -162,7 +164,7 @@ def fig_hog(run):
     "Figure 2: HOG explained on a real tile (from a run's `samples.npz`)."
     from mimeo_nb.hog import plot_hog_explained
     from mimeo_nb.data import rgb_composite
-    s = np.load(run["dir"] / "samples.npz")
+    s = np.load(run_file(run, "samples.npz"))
     bands = [str(b) for b in s["band_names"]]
     return plot_hog_explained(rgb_composite(s["tile"][None], bands)[0], title=f"HOG explained on a real tile (RGB composite of {', '.join(bands[:3]) if len(bands) == 3 else 'B04, B03, B02'})")
 
@@ -172,11 +174,11 @@ def fig_reconstructions(runs: list, selections: list, title: str = ""):
     from mimeo_nb.data import rgb_indices
     from mimeo_nb.hog import hog_glyphs
     rows = [(lbl, find_run(runs, **sel)) for lbl, sel in selections]
-    rows = [(l, r) for l, r in rows if r is not None and (r["dir"] / "reconstruction.npz").is_file()]
+    rows = [(l, r) for l, r in rows if r is not None and (run_file(r, "reconstruction.npz")).is_file()]
     if not rows: return None
     fig, axs = plt.subplots(len(rows), 4, figsize=(7.2, 1.9 * len(rows) + 0.4), squeeze=False)
     for i, (label, r) in enumerate(rows):
-        z = np.load(r["dir"] / "reconstruction.npz"); bands = [str(b) for b in z["band_names"]]; ri = list(rgb_indices(bands))
+        z = np.load(run_file(r, "reconstruction.npz")); bands = [str(b) for b in z["band_names"]]; ri = list(rgb_indices(bands))
         x = z["input"][0].astype(np.float32)
         lo, hi = np.percentile(x[ri], (2, 98), axis=(1, 2), keepdims=True)
         def rgb(v): return np.clip((v[ri] - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
@@ -258,8 +260,8 @@ def fig_confusions(runs: list, fraction: float, strategy: str = "finetune"):
 def fig_misclassified(run, n: int = 12):
     "Figure 9: misclassified test tiles of a run's headline evaluation, true -> predicted."
     import matplotlib.pyplot as plt
-    if run is None or not (run["dir"] / "misclassified.npz").is_file(): return None
-    z = np.load(run["dir"] / "misclassified.npz"); k = min(n, len(z["rgb"]))
+    if run is None or not (run_file(run, "misclassified.npz")).is_file(): return None
+    z = np.load(run_file(run, "misclassified.npz")); k = min(n, len(z["rgb"]))
     if k == 0: return None
     cols = min(6, k); rows = -(-k // cols)
     fig, axs = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
@@ -268,3 +270,125 @@ def fig_misclassified(run, n: int = 12):
         ax.imshow(im); ax.set_title(f"{z['classes'][t]}\n-> {z['classes'][p]}", fontsize=7)
     fig.suptitle(f"misclassified: {run['cfg']['target']} {run['cfg']['variant']}, {z['strategy']} at {float(z['fraction']):.0%} labels", fontsize=9)
     fig.tight_layout(); return fig
+
+# %% ../nbs/06_plots.ipynb #a24922ed
+def merge_units(runs: list) -> list:
+    "Runs sharing a pre-training (its unit and its evaluation units) merged into one experiment dict; lone runs pass through."
+    groups = {}
+    for r in runs: groups.setdefault(r["meta"].get("pretrain_id") or r["dir"].name, []).append(r)
+    merged = []
+    for rs in groups.values():
+        base = next((r for r in rs if not r["cfg"].get("evaluations")), rs[0])
+        metrics = [dict(m, _dir=str(r["dir"])) for r in rs for m in r["metrics"]]
+        headline = sorted(rs, key=lambda r: -max([m["fraction"] for m in r["metrics"] if m["strategy"] == "finetune"] or [0]))
+        files = {}
+        for name in ("samples.npz", "misclassified.npz", "reconstruction.npz", "quality.json"):
+            hit = next((r["dir"] / name for r in (headline if name == "misclassified.npz" else [base, *rs]) if (r["dir"] / name).is_file()), None)
+            if hit is not None: files[name] = hit
+        meta = dict(base["meta"], seconds=float(sum(r["meta"]["seconds"] for r in rs)), units=len(rs),
+                    pretrain_seconds=float(max(r["meta"].get("pretrain_seconds", 0.0) for r in rs)))
+        merged.append(dict(base, metrics=metrics, meta=meta, files=files, unit_dirs=[r["dir"] for r in rs]))
+    return merged
+
+def run_file(run, name: str) -> Path:
+    "Path of one of a run's saved files (`samples.npz`, `misclassified.npz`, ...), also for merged units."
+    return run.get("files", {}).get(name, run["dir"] / name)
+
+@functools.lru_cache(maxsize=32)
+def _predictions(folder: str) -> pd.DataFrame:
+    f = Path(folder) / "predictions.csv"
+    return pd.read_csv(f if f.is_file() else f.with_suffix(".csv.gz"), usecols=["strategy", "fraction", "seed", "path", "true", "predicted"])
+
+def correct_by_draw(run, strategy: str, fraction: float) -> dict:
+    "{label-draw seed: per-test-tile correctness (a boolean Series indexed by tile path)} of one evaluation of a run."
+    out = {}
+    for m in (run["metrics"] if run else []):
+        if m["strategy"] != strategy or abs(m["fraction"] - fraction) > 1e-9: continue
+        p = _predictions(m.get("_dir", str(run["dir"])))
+        p = p[(p.strategy == strategy) & ((p.fraction - fraction).abs() < 1e-9) & (p.seed == m["seed"])]
+        out[m["seed"]] = (p.true == p.predicted).set_axis(p.path).sort_index()
+    return out
+
+# %% ../nbs/06_plots.ipynb #dda0bf27
+def row_draws(runs: list, row: str, fraction: float, where: dict | None = None) -> dict:
+    "Per-draw correctness of one row of the strategies table (`MAIN_ROWS` name) at `fraction`."
+    name, sel, strategy = next(r for r in MAIN_ROWS if r[0] == row)
+    return correct_by_draw(find_run(runs, **sel, **(where or {})), strategy, fraction)
+
+def accuracy_cell(draws: dict) -> str:
+    "'acc [low, high]' for one draw, 'mean +- sd (n draws)' for several, '' for none."
+    from mimeo_nb.stats import accuracy_ci
+    if not draws: return ""
+    if len(draws) == 1:
+        a, lo, hi = accuracy_ci(next(iter(draws.values())).to_numpy())
+        return f"{a:.4f} [{lo:.3f}, {hi:.3f}]"
+    accs = [v.mean() for v in draws.values()]
+    return f"{np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f} ({len(accs)} draws)"
+
+def accuracy_table(runs: list, fractions=FRACTIONS, where: dict | None = None) -> pd.DataFrame:
+    "The strategies table with a 95 % interval over test tiles in every cell (mean and sd over label draws where there are several)."
+    return pd.DataFrame({f: [accuracy_cell(row_draws(runs, n, f, where)) for n, _, _ in MAIN_ROWS] for f in fractions},
+                        index=[n for n, _, _ in MAIN_ROWS])
+
+STUDY_CLAIMS = [("Linear, RAW", "Random initialisation"), ("Linear, HOG", "Random initialisation"),
+                ("Fine-tuning, RAW", "Supervised learning"), ("Fine-tuning, HOG", "Supervised learning"),
+                ("Linear, HOG", "Linear, RAW"), ("Fine-tuning, HOG", "Fine-tuning, RAW"),
+                ("Fine-tuning, RAW", "Linear, RAW"), ("Fine-tuning, HOG", "Linear, HOG"),
+                ("Supervised learning", "Random initialisation"), ("k-NN, RAW", "k-NN, random"), ("k-NN, HOG", "k-NN, random")]
+
+def comparisons_table(runs: list, claims=STUDY_CLAIMS, fractions=FRACTIONS, where: dict | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    "Every claim 'A beats B' at every fraction: accuracy difference (mean over draws), sd, largest per-draw p-value, verdict."
+    from mimeo_nb.stats import compare
+    rows = []
+    for a, b in claims:
+        for f in fractions:
+            da, db = row_draws(runs, a, f, where), row_draws(runs, b, f, where)
+            seeds = sorted(set(da) & set(db))
+            if not seeds: continue
+            for s in seeds:
+                if not da[s].index.equals(db[s].index): raise ValueError(f"{a} and {b} at {f:.0%} (draw {s}) were scored on different test tiles")
+            c = compare([da[s].to_numpy() for s in seeds], [db[s].to_numpy() for s in seeds], alpha)
+            rows.append(dict(claim=f"{a} beats {b}", fraction=f, diff=c["diff"], diff_sd=c["diff_sd"], p=c["p"], draws=c["draws"],
+                             verdict=c["verdict"]))
+    return pd.DataFrame(rows, columns=["claim", "fraction", "diff", "diff_sd", "p", "draws", "verdict"]).set_index("claim")
+
+# %% ../nbs/06_plots.ipynb #49e34b49
+def targets_table(runs: list, where: dict | None = None, margin: float = 0.05, alpha: float = 0.01) -> pd.DataFrame:
+    "The evidence targets: fine-tuning at 100 % >= 0.93; pre-training beats its baseline by >= `margin` with p < `alpha` in every draw."
+    from mimeo_nb.stats import compare
+    rows = []
+    ft = {t: row_draws(runs, f"Fine-tuning, {t}", 1.0, where) for t in ("RAW", "HOG")}
+    best = max([float(np.mean([v.mean() for v in d.values()])) for d in ft.values() if d] or [np.nan])
+    rows.append(dict(target="Fine-tuning at 100 %: the better of RAW / HOG at least 0.93", measured=f"{best:.4f}",
+                     met=bool(best >= 0.93)))
+    claims = [(f"Linear, {t}", "Random initialisation", f) for f in FRACTIONS for t in ("RAW", "HOG")]
+    claims += [(f"Fine-tuning, {t}", "Supervised learning", f) for f in (0.1, 0.01) for t in ("RAW", "HOG")]
+    for a, b, f in claims:
+        da, db = row_draws(runs, a, f, where), row_draws(runs, b, f, where)
+        seeds = sorted(set(da) & set(db))
+        text = f"{a} beats {b} at {f:.0%} by at least {margin * 100:.0f} points, p < {alpha}"
+        if not seeds:
+            rows.append(dict(target=text, measured="pending", met=None)); continue
+        c = compare([da[s].to_numpy() for s in seeds], [db[s].to_numpy() for s in seeds], alpha)
+        low = min(d["diff"] for d in c["per_draw"])
+        rows.append(dict(target=text, measured=f"{c['diff'] * 100:+.1f} points (smallest draw {low * 100:+.1f}), p <= {c['p']:.1e}, "
+                                               f"{c['draws']} draw(s)", met=bool(c["verdict"] == "holds" and low >= margin)))
+    return pd.DataFrame(rows)
+
+def quality_table(runs: list) -> pd.DataFrame:
+    "Pre-training quality on test tiles (`quality.json`): masked-patch MSE against the mean target, cosine against the mean's."
+    rows = []
+    for r in runs:
+        f = run_file(r, "quality.json")
+        if r["cfg"]["init"] != "pretrained" or not f.is_file(): continue
+        q = json.loads(f.read_text())
+        for head, v in q["heads"].items():
+            rows.append(dict(target=r["cfg"]["target"], variant=r["cfg"]["variant"], mask=r["cfg"]["mask"], epochs=r["cfg"]["epochs"],
+                             head=head, mse_ratio=v["mse_ratio"], cosine=v["cosine"], cosine_mean_target=v["cosine_mean_target"],
+                             tiles=q["tiles"]))
+    return pd.DataFrame(rows)
+
+def unit_seconds(meta: dict) -> float:
+    "A unit's compute time: its own wall time, plus its pre-training epochs when they ran before the unit (a resumed checkpoint)."
+    s, p = float(meta.get("seconds", 0.0)), float(meta.get("pretrain_seconds", 0.0))
+    return s if s >= p else s + p

@@ -12,14 +12,15 @@ import torch
 from tqdm.auto import tqdm
 
 import mimeo_nb
-from .config import Config, make_config, run_id, pretrain_id, PROFILES, config_parser, config_from_args, check_fields, repo_root, default_out_dir
+from .config import Config, make_config, run_id, pretrain_id, unit_label, EVALUATIONS, PROFILES, config_parser, config_from_args, check_fields, repo_root, default_out_dir
 from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text
 from .evaluate import FeatureCache, evaluate_encoder, write_results
 from .model import load_encoder
 from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device, resolve_precision
 
 # %% auto #0
-__all__ = ['ALL_FRACTIONS', 'git_state', 'device_name', 'provenance', 'Experiment', 'study_grid', 'run_params', 'run_study',
+__all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_ABLATION_EPOCHS', 'git_state', 'device_name', 'provenance', 'file_sha256',
+           'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_finished', 'run_study',
            'default_runs_dir', 'record_sweep', 'run_report', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
@@ -52,6 +53,14 @@ def provenance(cfg: Config, tiles: TileSet | None, device: torch.device) -> dict
                                                      bands=list(tiles.band_names), skipped=len(tiles.skipped)))
 
 # %% ../nbs/07_study.ipynb #53533864
+def file_sha256(path) -> str:
+    "SHA-256 of a file: which encoder weights a run evaluated."
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+    return h.hexdigest()
+
 class Experiment:
     "One run of the study: pre-training (or reuse), reconstructions, evaluations, and its results folder."
     def __init__(self, cfg: Config, tiles: TileSet | None = None, progress: bool = True):
@@ -95,14 +104,25 @@ class Experiment:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         self.result = pretrain(self.cfg, self.ckpt_dir, self.data, resume="auto", progress=self.progress)
         self.model, self.normalize = self.result.model.cpu(), self.result.normalize.cpu()
+        self.pretrain_seconds = float(sum(h["seconds"] for h in self.result.history))  # every epoch, over every resume
         shutil.copy(self.ckpt_dir / "history.csv", self.tmp_dir / "history.csv")
         return self.result
 
-    def reconstructions(self, n: int = 3):
-        "Reconstructions of `n` test tiles (figure + arrays for the report)."
-        from mimeo_nb.model import plot_reconstruction, reconstruct
+    @property
+    def shows_pretraining(self) -> bool:
+        "Whether this run shows its pre-training (reconstructions, quality): every pre-trained run but a single fine-tuning unit."
+        c = self.cfg
+        return c.init == "pretrained" and not (c.evaluations == ["finetune"] and len(c.fractions) == 1 and len(c.seeds) == 1)
+
+    def reconstructions(self, n: int = 3, quality_tiles: int = 1000):
+        "Reconstructions of `n` test tiles (figure + arrays for the report) and `quality.json`: the pretext task scored on test tiles."
+        from mimeo_nb.model import plot_reconstruction, reconstruct, pretext_quality
         import matplotlib.pyplot as plt
-        if self.cfg.init == "random": return None
+        if not self.shows_pretraining: return None
+        test = self.split["test"]
+        q_idx = test[np.linspace(0, len(test) - 1, min(quality_tiles, len(test))).astype(int)]
+        q = pretext_quality(self.model, self.normalize(torch.from_numpy(np.asarray(self.tiles.images[q_idx]))), seed=self.cfg.seed)
+        atomic_write_text(self.tmp_dir / "quality.json", json.dumps(dict(tiles=len(q_idx), mask=self.cfg.mask, heads=q), indent=1))
         idx = self.split["test"][np.linspace(0, len(self.split["test"]) - 1, n).astype(int)]
         x = self.normalize(torch.from_numpy(np.asarray(self.tiles.images[idx])))
         fig = plot_reconstruction(self.model, x, self.tiles.band_names, title=self.run_id)
@@ -123,11 +143,11 @@ class Experiment:
             key = f"random-{self.cfg.preset}-{self.cfg.seed}"
         else:
             def make(): return load_encoder(enc_path)
-            key = f"{enc_path}:{enc_path.stat().st_mtime_ns}"
+            key = f"{enc_path}:{file_sha256(enc_path)}"
         self.records, preds = evaluate_encoder(make, key, self.tiles, self.split, self.normalize, self.cfg,
-                                               FeatureCache(self.ckpt_dir if self.cfg.init != "random" else None), self.progress)
+                                               FeatureCache(self.ckpt_dir), self.progress)
         write_results(self.tmp_dir, self.records, preds, self.tiles, self.split["test"])
-        self._save_thumbnails(preds)
+        if preds: self._save_thumbnails(preds)
         return self.records
 
     def _save_thumbnails(self, preds):
@@ -151,7 +171,8 @@ class Experiment:
         meta = dict(run_id=self.run_id, pretrain_id=pretrain_id(self.cfg), status="finished", config=self.cfg.to_dict(),
                     provenance=provenance(self.cfg, self.tiles, self.device), started=self.started,
                     finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), seconds=time.time() - self.t0,
-                    pretrain_seconds=(self.result.seconds if self.result else 0.0),
+                    pretrain_seconds=getattr(self, "pretrain_seconds", 0.0),
+                    encoder_sha256=(file_sha256(self.ckpt_dir / "encoder.safetensors") if self.cfg.init == "pretrained" else None),
                     final_loss=(self.result.final_loss if self.result else None))
         atomic_write_text(self.tmp_dir / "config.json", json.dumps(meta, indent=1))
         if self.run_dir.exists(): shutil.rmtree(self.run_dir)
@@ -166,32 +187,79 @@ class Experiment:
 
 # %% ../nbs/07_study.ipynb #add43f3a
 ALL_FRACTIONS = [1.0, 0.5, 0.1, 0.01]
+DRAWS = [42, 43, 44]              # label draws (and training seeds) of the main comparison
+RGB_LRS = [3e-4, 1e-3]            # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
+RGB_ABLATION_EPOCHS = 2           # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
 
 def study_grid(fractions=None, profile: str = "cpu") -> list:
-    "The study's experiments as `(name, overrides)` pairs (`cpu-rgb`: RAW A, HOG C and the baselines only); `fractions` replaces the four."
+    "The study's experiments as `(name, overrides)` pairs, in the order they run (`cpu-rgb`: `rgb_grid`); `fractions` replaces the four."
+    if profile == "cpu-rgb": return rgb_grid()
     fr = list(fractions or ALL_FRACTIONS); one = [max(fr)]
     ev = ["linear", "finetune", "knn"]
-    grid = [("baseline", dict(init="random", evaluations=ev, fractions=fr))]
-    for t, v in (("raw", "A"), ("hog", "C")): grid.append((f"{t}-{v}-m0.7", dict(target=t, variant=v, mask=0.7, evaluations=ev, fractions=fr)))
-    if profile == "cpu-rgb": return grid
-    for t, v in (("raw", "B"), ("hog", "D"), ("hog", "E"), ("hog", "F")): grid.append((f"{t}-{v}-m0.7", dict(target=t, variant=v, mask=0.7, evaluations=ev, fractions=one)))
+    grid = [("baseline", dict(init="random", evaluations=ev, fractions=fr, seeds=DRAWS))]
+    for t, v in (("raw", "A"), ("hog", "C")):
+        grid.append((f"{t}-{v}-m0.7", dict(target=t, variant=v, mask=0.7, evaluations=ev, fractions=fr, seeds=DRAWS)))
+    for t, v in (("raw", "B"), ("hog", "D"), ("hog", "E"), ("hog", "F")):
+        grid.append((f"{t}-{v}-m0.7", dict(target=t, variant=v, mask=0.7, evaluations=ev, fractions=one)))
     for m in (0.5, 0.2):
-        for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D")): grid.append((f"{t}-{v}-m{m}", dict(target=t, variant=v, mask=m, evaluations=ev, fractions=one)))
+        for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D")):
+            grid.append((f"{t}-{v}-m{m}", dict(target=t, variant=v, mask=m, evaluations=ev, fractions=one)))
     grid.append(("rawhog-AC-m0.7", dict(target="raw+hog", variant="AC", mask=0.7, evaluations=ev, fractions=one)))
+    return grid
+
+def rgb_grid() -> list:
+    """The full-size RGB study as resumable units (one pre-training, the probes of one encoder, or one fine-tuning at one fraction and
+    draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its validation tiles."""
+    enc = {"random": dict(init="random"), "raw-A": dict(target="raw", variant="A", mask=0.7),
+           "hog-C": dict(target="hog", variant="C", mask=0.7)}
+    grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
+    grid += [(f"probe-{k}", dict(e, evaluations=["linear", "knn"], fractions=ALL_FRACTIONS, seeds=DRAWS)) for k, e in enc.items()]
+    grid += [(f"finetune-{k}-lrsearch", dict(e, evaluations=["finetune"], fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS))
+             for k, e in enc.items()]
+    draws = [(1.0, DRAWS[0]), (0.5, DRAWS[0])] + [(f, s) for f in (0.1, 0.01) for s in DRAWS if (f, s) != (0.1, DRAWS[0])]
+    for k, e in enc.items():
+        grid += [(f"finetune-{k}-f{f:g}-s{s}", dict(e, evaluations=["finetune"], fractions=[f], seeds=[s], ft_lr=f"lr-of:finetune-{k}-lrsearch"))
+                 for f, s in draws]
+    grid.append(("finetune-random-f1-s42-long", dict(enc["random"], evaluations=["finetune"], fractions=[1.0], seeds=DRAWS[:1], ft_epochs=7,
+                                                     ft_lr="lr-of:finetune-random-lrsearch")))
+    ablations = [("raw", "A", 0.7), ("hog", "C", 0.7), ("raw", "B", 0.7), ("hog", "D", 0.7), ("hog", "E", 0.7), ("hog", "F", 0.7),
+                 ("raw+hog", "AC", 0.7)] + [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D"))]
+    for t, v, m in ablations:
+        e = dict(target=t, variant=v, mask=m, epochs=RGB_ABLATION_EPOCHS)
+        name = f"{t.replace('+', '')}-{v}-m{m:g}-e{RGB_ABLATION_EPOCHS}"
+        grid += [(f"pretrain-{name}", dict(e, evaluations=[])),
+                 (f"probe-{name}", dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1]))]
     return grid
 
 # %% ../nbs/07_study.ipynb #5b5fbd89
 def run_params(cfg_overrides: dict, profile: str, data_dir: str, out_dir: str) -> dict:
     "papermill parameters of `nbs/run.ipynb` for one grid entry."
     check_fields(cfg_overrides)
-    named = {k: cfg_overrides[k] for k in ("target", "variant", "mask", "evaluations", "fractions", "init") if k in cfg_overrides}
+    named = {k: cfg_overrides[k] for k in ("target", "variant", "mask", "evaluations", "fractions", "seeds", "init") if k in cfg_overrides}
     rest = {k: v for k, v in cfg_overrides.items() if k not in named}
     return dict(profile=profile, data_dir=data_dir, out_dir=out_dir, overrides=json.dumps(rest), **named)
+
+def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: str, fingerprint: str) -> dict | None:
+    "The overrides of grid unit `name` with every `lr-of:<unit>` replaced by the lr that unit chose; `None` while that unit is unfinished."
+    ov = dict(grid[name])
+    for k, v in ov.items():
+        if isinstance(v, str) and v.startswith("lr-of:"):
+            src = resolve_unit(v[6:], grid, profile, data_dir, out_dir, fingerprint)
+            if src is None: return None
+            d = Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **src), fingerprint)
+            if not run_finished(d): return None
+            ov[k] = float(json.loads((d / "metrics.json").read_text())[0]["lr"])
+    return ov
+
+def run_finished(run_dir) -> bool:
+    "Whether `run_dir` holds a finished run (`config.json` with status finished)."
+    f = Path(run_dir) / "config.json"
+    return f.is_file() and json.loads(f.read_text()).get("status") == "finished"
 
 def run_study(profile: str = "cpu", data_dir: str = "", out_dir: str = "", only=None, report: bool = True, extra: dict | None = None,
               kernel: str = "python3", progress: bool = True, jobs: int = 1) -> list:
     "Run the study's grid for `profile` (skipping finished runs) through papermill, `jobs` at a time, then the report. Returns the run folders."
-    import papermill as pm
+    import papermill as pm, threading
     from concurrent.futures import ThreadPoolExecutor
     root = repo_root()
     if root is None: raise ValueError("run_study needs the repository (nbs/run.ipynb); run it from inside a clone")
@@ -203,29 +271,32 @@ def run_study(profile: str = "cpu", data_dir: str = "", out_dir: str = "", only=
     out_dir = str(Path(out_dir or default_runs_dir(profile)).resolve())
     data_dir = str(Path(data_dir).resolve()) if data_dir else str(find_eurosat())
     tiles = load_eurosat(data_dir, progress=progress)
-    grid = [(n, o) for n, o in study_grid(extra.get("fractions"), profile) if not only or n in only]
-    todo, dirs, t0 = [], [], time.time()
-    for name, ov in grid:
-        ov = {**ov, **{k: v for k, v in extra.items() if k != "fractions"}}
-        rid = run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **ov), tiles.fingerprint)
-        dirs.append(Path(out_dir) / rid)
-        meta = dirs[-1] / "config.json"
-        if not (meta.is_file() and json.loads(meta.read_text()).get("status") == "finished"): todo.append((name, ov, rid))
+    grid = {n: {**o, **{k: v for k, v in extra.items() if k != "fractions"}} for n, o in study_grid(extra.get("fractions"), profile)}
+    def unit(name):  # (overrides, run folder), or (None, None) while a unit it depends on is unfinished
+        ov = resolve_unit(name, grid, profile, data_dir, out_dir, tiles.fingerprint)
+        if ov is None: return None, None
+        return ov, Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **ov), tiles.fingerprint)
+    selected = [n for n in grid if not only or n in only]
+    todo = [n for n in selected if not run_finished(unit(n)[1] or "")]
     if jobs > 1:  # share the cores between the kernels (they inherit the environment)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     nb_dir = Path(out_dir) / "_checkpoints" / "notebooks"; nb_dir.mkdir(parents=True, exist_ok=True)
-    def one(item):
-        name, ov, rid = item
-        pm.execute_notebook(str(root / "nbs" / "run.ipynb"), str(nb_dir / f"{name}-{rid}.ipynb"), kernel_name=kernel, cwd=str(root),
+    lock = threading.Lock()
+    def one(name):
+        ov, d = unit(name)
+        if ov is None: raise ValueError(f"unit {name!r} needs the learning rate an earlier unit chooses, which is not finished: run with jobs=1")
+        while (Path(out_dir) / "_checkpoints" / "PAUSE").exists(): time.sleep(10)  # a pause between units costs no unit any time
+        t0 = time.time()
+        pm.execute_notebook(str(root / "nbs" / "run.ipynb"), str(nb_dir / f"{name}-{d.name}.ipynb"), kernel_name=kernel, cwd=str(root),
                             parameters=run_params(ov, profile, data_dir, out_dir), progress_bar=False)
+        with lock: record_sweep(out_dir, profile, 1, time.time() - t0, jobs)
         return name
-    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc=f"study ({profile})", unit="run", disable=not progress)
+    bar = tqdm(total=len(selected), initial=len(selected) - len(todo), desc=f"study ({profile})", unit="run", disable=not progress)
     with ThreadPoolExecutor(jobs) as pool:
         for name in pool.map(one, todo): bar.update(); bar.set_postfix_str(name)
     bar.close()
-    record_sweep(out_dir, profile, len(todo), time.time() - t0, jobs)
     if report: run_report(Path(out_dir).parent, kernel=kernel)
-    return dirs
+    return [unit(n)[1] for n in selected]
 
 def default_runs_dir(profile: str) -> Path:
     "Run folders of a profile: `results/runs`, and `results/runs-rgb` for the full-size RGB profile."

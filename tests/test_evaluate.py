@@ -54,15 +54,63 @@ def test_feature_cache_and_pooling(setup):
         torch.testing.assert_close(f_cls, enc.eval()(x), atol=1e-5, rtol=1e-5)  # == timm's pooled output
 
 
-def test_finetune_runs_and_reports_final_epoch(setup):
+def test_finetune_chooses_epoch_and_lr_on_validation(setup):
     tiles, cfg, data, split, enc = setup
-    c = cfg.replace(ft_epochs=2, ft_batch=32)
-    r = finetune(enc, tiles, split["train"][:64], split["test"], data.normalize, c, seed=0)
-    assert len(r["epoch_accuracy"]) == 2 and r["probs"].shape == (len(split["test"]), 10)
-    assert np.isclose((r["probs"].argmax(1) == tiles.labels[split["test"]]).mean(), r["epoch_accuracy"][-1])
-    r2 = finetune(model_from_config(cfg, 13).encoder, tiles, split["train"][:64], split["test"], data.normalize,
-                  c.replace(ft_recipe="mae", ft_lr=1e-3), seed=0)
-    assert np.isfinite(r2["probs"]).all()
+    state = {k: v.clone() for k, v in enc.state_dict().items()}
+    def make():
+        m = model_from_config(cfg, 13).encoder
+        m.load_state_dict(state)
+        return m
+    c = cfg.replace(ft_epochs=2, ft_batch=16, ft_recipe="mae", ft_val=0.25, ft_lrs=[1e-4, 1e-3])
+    r = finetune(make, tiles, split["train"][:64], split["test"], data.normalize, c, seed=0)
+    assert r["probs"].shape == (len(split["test"]), 10) and np.isfinite(r["probs"]).all()
+    assert (r["n_fit"], r["n_val"]) == (48, 16) and [t["lr"] for t in r["trials"]] == [1e-4, 1e-3]
+    best = max(r["trials"], key=lambda t: max(t["val_accuracy"]))
+    assert r["lr"] == best["lr"] and r["epoch"] == 1 + int(np.argmax(best["val_accuracy"]))
+    assert all(len(t["val_accuracy"]) == 2 for t in r["trials"])
+
+
+def test_choices_never_read_the_test_labels(setup):
+    """Poison the test labels: every hyper-parameter choice (probe weight decay, fine-tuning lr and epoch) stays the same."""
+    import copy
+    tiles, cfg, data, split, enc = setup
+    c = cfg.replace(evaluations=["linear", "finetune"], fractions=[0.5], ft_epochs=2, ft_batch=16, ft_recipe="mae", ft_val=0.2,
+                    ft_lrs=[1e-4, 1e-3], ft_head_init="probe")
+    poisoned = copy.copy(tiles)
+    poisoned.labels = tiles.labels.copy()
+    test = split["test"]
+    poisoned.labels[test] = np.random.default_rng(0).permutation(poisoned.labels[test])
+    state = {k: v.clone() for k, v in enc.state_dict().items()}
+    def make():
+        m = model_from_config(cfg, 13).encoder
+        m.load_state_dict(state)
+        return m
+    choices = []
+    for t in (tiles, poisoned):
+        recs, preds = evaluate_encoder(make, "poison", t, split, data.normalize, c, progress=False)
+        by = {r["strategy"]: r for r in recs}
+        choices.append((by["linear"]["probe"]["wd"], by["linear"]["probe"]["cv_accuracy"], by["finetune"]["lr"], by["finetune"]["epoch"],
+                        [p[3].argmax(1).tolist() for p in preds]))
+    assert choices[0] == choices[1]
+
+
+def test_converged_probe_matches_sklearn_and_knn_on_real_features(setup):
+    from sklearn.linear_model import LogisticRegression
+    from mimeo_nb.evaluate import logistic_probe, standardiser
+    tiles, cfg, data, split, enc = setup
+    rnd = model_from_config(cfg.replace(init="random"), 13).encoder
+    for e in (enc, rnd):
+        tr = encoder_features(e, tiles, split["train"], data.normalize)
+        te = encoder_features(e, tiles, split["test"], data.normalize)
+        ytr, yte = tiles.labels[split["train"]], tiles.labels[split["test"]]
+        probs, info = logistic_probe(tr, ytr, te, 10)
+        zs = standardiser(tr)
+        sk = LogisticRegression(C=1 / (info["wd"] * len(ytr)), max_iter=5000).fit(zs(tr).numpy(), ytr)
+        ours, theirs = (probs.argmax(1) == yte).mean(), (sk.predict(zs(te).numpy()) == yte).mean()
+        assert abs(ours - theirs) <= 0.02, (ours, theirs)
+        knn = (knn_predict(tr, ytr, te, 10).argmax(1) == yte).mean()
+        assert ours >= knn - 1 / len(yte), (ours, knn)   # a converged linear probe does not lose to k-NN on the same features
+        assert info["train_loss"] < 1.0 and info["iterations"] > 1
 
 
 def test_metrics_equal_sklearn():
