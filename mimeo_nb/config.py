@@ -163,7 +163,7 @@ PROFILES = {
     "cpu": dict(epochs=30, batch_size=32, base_lr=1.5e-3, warmup_epochs=3, probe_epochs=100, probe_lr=0.1, ft_epochs=6,
                 ft_batch=32, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe"),
     "cpu-rgb": dict(epochs=10, batch_size=64, base_lr=1.5e-3, warmup_epochs=1, precision="fp32", ft_epochs=4, ft_epoch_scaling="sqrt",
-                    ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe", checkpoint_every=1, eval_batch=512),
+                    ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe", checkpoint_every=1, eval_batch=512, pool="mean"),
     "paper": dict(preset="vit_small_patch16_224", pretrain_data="ssl4eo", epochs=100, batch_size=256, base_lr=1.5e-4,
                   warmup_epochs=10, weight_decay=0.05, probe_epochs=50, ft_epochs=50, ft_batch=64, checkpoint_every=5,
                   num_workers=8, fraction_method="study"),

@@ -19,9 +19,9 @@ from .model import load_encoder
 from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device, resolve_precision
 
 # %% auto #0
-__all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_ABLATION_EPOCHS', 'git_state', 'device_name', 'provenance', 'file_sha256',
-           'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_finished', 'run_study',
-           'default_runs_dir', 'record_sweep', 'run_report', 'main']
+__all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state', 'device_name', 'provenance',
+           'file_sha256', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_finished',
+           'run_study', 'default_runs_dir', 'record_sweep', 'run_report', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -232,10 +232,12 @@ def rgb_grid() -> list:
     return grid
 
 # %% ../nbs/07_study.ipynb #5b5fbd89
+RUN_PARAMETERS = ("pretrain_data", "target", "variant", "mask", "epochs", "evaluations", "fractions", "seeds", "init")  # run.ipynb's
+
 def run_params(cfg_overrides: dict, profile: str, data_dir: str, out_dir: str) -> dict:
     "papermill parameters of `nbs/run.ipynb` for one grid entry."
     check_fields(cfg_overrides)
-    named = {k: cfg_overrides[k] for k in ("target", "variant", "mask", "evaluations", "fractions", "seeds", "init") if k in cfg_overrides}
+    named = {k: cfg_overrides[k] for k in RUN_PARAMETERS if k in cfg_overrides}
     rest = {k: v for k, v in cfg_overrides.items() if k not in named}
     return dict(profile=profile, data_dir=data_dir, out_dir=out_dir, overrides=json.dumps(rest), **named)
 
