@@ -383,10 +383,10 @@ def quality_table(runs: list) -> pd.DataFrame:
         if r["cfg"]["init"] != "pretrained" or not f.is_file(): continue
         q = json.loads(f.read_text())
         for head, v in q["heads"].items():
-            rows.append(dict(target=r["cfg"]["target"], variant=r["cfg"]["variant"], mask=r["cfg"]["mask"], epochs=r["cfg"]["epochs"],
-                             head=head, mse_ratio=v["mse_ratio"], cosine=v["cosine"], cosine_mean_target=v["cosine_mean_target"],
+            c = r["cfg"]
+            rows.append(dict(model=f"{c['target']} {c['variant']}, mask {c['mask']:g}, {c['epochs']} epochs", head=head, mse_ratio=v["mse_ratio"], cosine=v["cosine"], cosine_mean_target=v["cosine_mean_target"],
                              tiles=q["tiles"]))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["model", "head", "mse_ratio", "cosine", "cosine_mean_target", "tiles"]).set_index("model")
 
 def unit_seconds(meta: dict) -> float:
     "A unit's compute time: its own wall time, plus its pre-training epochs when they ran before the unit (a resumed checkpoint)."
