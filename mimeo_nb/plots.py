@@ -18,8 +18,8 @@ __all__ = ['CLASSES', 'FRACTIONS', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'S
            'strategies_table', 'normalisation_table', 'masking_table', 'loss_table', 'per_class_table', 'confusion',
            'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions',
            'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions', 'fig_misclassified', 'merge_units',
-           'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table', 'comparisons_table',
-           'targets_table', 'quality_table', 'unit_seconds']
+           'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table', 'compare_rows',
+           'comparisons_table', 'targets_table', 'quality_table', 'unit_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop", "Residential",
@@ -330,6 +330,17 @@ def accuracy_table(runs: list, fractions=FRACTIONS, where: dict | None = None) -
     return pd.DataFrame({f: [accuracy_cell(row_draws(runs, n, f, where)) for n, _, _ in MAIN_ROWS] for f in fractions},
                         index=[n for n, _, _ in MAIN_ROWS])
 
+def compare_rows(runs: list, a: str, b: str, fraction: float, where: dict | None = None, alpha: float = 0.05) -> dict | None:
+    "`mimeo_nb.stats.compare` of rows `a` and `b` over the label draws both have at `fraction` (`None` when they share none)."
+    from mimeo_nb.stats import compare
+    da, db = row_draws(runs, a, fraction, where), row_draws(runs, b, fraction, where)
+    seeds = sorted(set(da) & set(db))
+    if not seeds: return None
+    for s in seeds:
+        if not da[s].index.equals(db[s].index):
+            raise ValueError(f"{a} and {b} at {fraction:.0%} (draw {s}) were scored on different test tiles")
+    return compare([da[s].to_numpy() for s in seeds], [db[s].to_numpy() for s in seeds], alpha)
+
 STUDY_CLAIMS = [("Linear, RAW", "Random initialisation"), ("Linear, HOG", "Random initialisation"),
                 ("Fine-tuning, RAW", "Supervised learning"), ("Fine-tuning, HOG", "Supervised learning"),
                 ("Linear, HOG", "Linear, RAW"), ("Fine-tuning, HOG", "Fine-tuning, RAW"),
@@ -338,16 +349,11 @@ STUDY_CLAIMS = [("Linear, RAW", "Random initialisation"), ("Linear, HOG", "Rando
 
 def comparisons_table(runs: list, claims=STUDY_CLAIMS, fractions=FRACTIONS, where: dict | None = None, alpha: float = 0.05) -> pd.DataFrame:
     "Every claim 'A beats B' at every fraction: accuracy difference (mean over draws), sd, largest per-draw p-value, verdict."
-    from mimeo_nb.stats import compare
     rows = []
     for a, b in claims:
         for f in fractions:
-            da, db = row_draws(runs, a, f, where), row_draws(runs, b, f, where)
-            seeds = sorted(set(da) & set(db))
-            if not seeds: continue
-            for s in seeds:
-                if not da[s].index.equals(db[s].index): raise ValueError(f"{a} and {b} at {f:.0%} (draw {s}) were scored on different test tiles")
-            c = compare([da[s].to_numpy() for s in seeds], [db[s].to_numpy() for s in seeds], alpha)
+            c = compare_rows(runs, a, b, f, where, alpha)
+            if c is None: continue
             rows.append(dict(claim=f"{a} beats {b}", fraction=f, diff=c["diff"], diff_sd=c["diff_sd"], p=c["p"], draws=c["draws"],
                              verdict=c["verdict"]))
     return pd.DataFrame(rows, columns=["claim", "fraction", "diff", "diff_sd", "p", "draws", "verdict"]).set_index("claim")
@@ -355,7 +361,6 @@ def comparisons_table(runs: list, claims=STUDY_CLAIMS, fractions=FRACTIONS, wher
 # %% ../nbs/06_plots.ipynb #49e34b49
 def targets_table(runs: list, where: dict | None = None, margin: float = 0.05, alpha: float = 0.01) -> pd.DataFrame:
     "The evidence targets: fine-tuning at 100 % >= 0.93; pre-training beats its baseline by >= `margin` with p < `alpha` in every draw."
-    from mimeo_nb.stats import compare
     rows = []
     ft = {t: row_draws(runs, f"Fine-tuning, {t}", 1.0, where) for t in ("RAW", "HOG")}
     done = [float(np.mean([v.mean() for v in d.values()])) for d in ft.values() if d]
@@ -364,12 +369,10 @@ def targets_table(runs: list, where: dict | None = None, margin: float = 0.05, a
     claims = [(f"Linear, {t}", "Random initialisation", f) for f in FRACTIONS for t in ("RAW", "HOG")]
     claims += [(f"Fine-tuning, {t}", "Supervised learning", f) for f in (0.1, 0.01) for t in ("RAW", "HOG")]
     for a, b, f in claims:
-        da, db = row_draws(runs, a, f, where), row_draws(runs, b, f, where)
-        seeds = sorted(set(da) & set(db))
         text = f"{a} beats {b} at {f:.0%} by at least {margin * 100:.0f} points, p < {alpha}"
-        if not seeds:
+        c = compare_rows(runs, a, b, f, where, alpha)
+        if c is None:
             rows.append(dict(target=text, measured="pending", met=None)); continue
-        c = compare([da[s].to_numpy() for s in seeds], [db[s].to_numpy() for s in seeds], alpha)
         low = min(d["diff"] for d in c["per_draw"])
         rows.append(dict(target=text, measured=f"{c['diff'] * 100:+.1f} points (smallest draw {low * 100:+.1f}), p <= {c['p']:.1e}, "
                                                f"{c['draws']} draw(s)", met=bool(c["verdict"] == "holds" and low >= margin)))

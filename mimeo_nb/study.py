@@ -80,8 +80,7 @@ class Experiment:
     @property
     def finished(self) -> bool:
         "A run folder with a `config.json` whose status is finished."
-        f = self.run_dir / "config.json"
-        return f.is_file() and json.loads(f.read_text()).get("status") == "finished"
+        return run_finished(self.run_dir)
 
     def __repr__(self):
         c = self.cfg
