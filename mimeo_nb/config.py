@@ -12,7 +12,8 @@ from .model import PRESETS, TARGETS, variant_settings
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'PROFILES', 'NOT_IN_ID', 'EVAL_FIELDS', 'Config', 'check_fields', 'make_config', 'repo_root',
-           'default_out_dir', 'pretrain_id', 'run_id', 'unit_label', 'config_parser', 'config_from_args']
+           'results_root', 'default_out_dir', 'pretrain_id', 'run_id', 'unit_label', 'config_parser',
+           'config_from_args']
 
 # %% ../nbs/03a_config.ipynb #7fae7dc1
 EVALUATIONS = ("linear", "finetune", "knn")
@@ -23,7 +24,7 @@ class Config:
     profile: str = "cpu"            # smoke | cpu | cpu-rgb | paper: where the defaults below come from
     seed: int = 42                  # seeds data splits, initialisation, masks and augmentations
     device: str = "auto"            # auto | cpu | cuda | cuda:N
-    out_dir: str = ""               # run folders go here ("" = results/runs of this repository, else ./results/runs)
+    out_dir: str = ""               # run folders go here ("" = runs/ of this repository; the study passes results/runs)
     # data
     data_dir: str = ""              # EuroSAT folder ("" = MIMEO_EUROSAT, the sample beside the repository, or EuroSAT100)
     pretrain_data: str = "eurosat"  # eurosat (training split, labels unused) | ssl4eo
@@ -186,9 +187,13 @@ def repo_root(start=None) -> Path | None:
         if (d / "settings.ini").is_file() and (d / "nbs").is_dir(): return d
     return None
 
+def results_root() -> Path:
+    "`results/` of this repository (else of the working folder): the study's run folders, its figures, tables and report."
+    return (repo_root() or Path.cwd()) / "results"
+
 def default_out_dir() -> Path:
-    "`results/runs` of this repository, else of the working folder."
-    return (repo_root() or Path.cwd()) / "results" / "runs"
+    "Where one experiment writes its run folder when `out_dir` is empty: `runs/` of this repository (git-ignored; the report never reads it)."
+    return (repo_root() or Path.cwd()) / "runs"
 
 # %% ../nbs/03a_config.ipynb #97ea9607
 NOT_IN_ID = {"profile", "out_dir", "device", "num_workers", "data_dir", "ssl4eo_dir", "compile"}

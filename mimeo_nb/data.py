@@ -12,15 +12,27 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['S2_BANDS', 'BAND_NAMES', 'EUROSAT_FILE_ORDER', 'EUROSAT_TO_CANONICAL', 'RGB_BANDS', 'TIF_EXT', 'JPG_EXT',
-           'NESTED_EUROSAT', 'NORMALISATIONS', 'SSL4EO_FILES', 'EUROSAT_MS_URL', 'EUROSAT_MS_MD5', 'EUROSAT100_URL',
-           'EUROSAT100_MD5', 'Band', 'rgb_indices', 'band_table', 'cache_home', 'find_data', 'find_class_root',
-           'TileSet', 'read_tile', 'atomic_write_text', 'load_eurosat', 'split_indices', 'spatial_split',
-           'label_fraction', 'band_stats', 'BandNormalize', 'rgb_composite', 'plot_class_tiles', 'plot_band_histograms',
-           'sample_generator', 'SSL4EO', 'load_ssl4eo', 'md5sum', 'download_eurosat', 'find_eurosat']
+__all__ = ['PROGRESS_MODES', 'S2_BANDS', 'BAND_NAMES', 'EUROSAT_FILE_ORDER', 'EUROSAT_TO_CANONICAL', 'RGB_BANDS', 'TIF_EXT',
+           'JPG_EXT', 'NESTED_EUROSAT', 'NORMALISATIONS', 'SSL4EO_FILES', 'EUROSAT_MS_URL', 'EUROSAT_MS_MD5',
+           'EUROSAT100_URL', 'EUROSAT100_MD5', 'progress_bar', 'Band', 'rgb_indices', 'band_table', 'cache_home',
+           'find_data', 'find_class_root', 'TileSet', 'read_tile', 'content_fingerprint', 'atomic_write_text',
+           'load_eurosat', 'split_indices', 'spatial_split', 'label_fraction', 'band_stats', 'BandNormalize',
+           'rgb_composite', 'plot_class_tiles', 'plot_band_histograms', 'sample_generator', 'SSL4EO', 'load_ssl4eo',
+           'md5sum', 'download_eurosat', 'find_eurosat']
+
+# %% ../nbs/00_data.ipynb #9465d8a7
+PROGRESS_MODES = ("auto", "text", "off")
+
+def progress_bar(iterable=None, **kwargs):
+    "A `tqdm` bar: a widget in a Jupyter kernel, text elsewhere; `MIMEO_PROGRESS` = auto | text | off overrides the choice."
+    mode = os.environ.get("MIMEO_PROGRESS", "auto") or "auto"
+    if mode not in PROGRESS_MODES: raise ValueError(f"MIMEO_PROGRESS={mode!r}: expected one of {PROGRESS_MODES}")
+    if mode == "off": kwargs["disable"] = True
+    if mode == "auto": from tqdm.auto import tqdm
+    else: from tqdm.std import tqdm
+    return tqdm(iterable, **kwargs)
 
 # %% ../nbs/00_data.ipynb #f9dc9c59
 class Band(NamedTuple):
@@ -118,7 +130,7 @@ class TileSet:
     band_names: tuple
     scale: float           # digital numbers per unit reflectance (10000) or per unit intensity (255)
     root: Path
-    fingerprint: str = ""
+    fingerprint: str = ""  # SHA-1 of the tiles' relative paths and contents (`content_fingerprint`)
     from_cache: bool = False
     skipped: list = field(default_factory=list)  # (path, reason) of every tile left out with on_error="skip"
 
@@ -160,11 +172,19 @@ def read_tile(path, size: int = 64):
     return a[list(EUROSAT_TO_CANONICAL)], crs, (x if crs else np.nan), (y if crs else np.nan)
 
 # %% ../nbs/00_data.ipynb #0df4f11e
-def _fingerprint(entries: list) -> str:
-    "SHA-1 of every tile's relative path, size and modification time: `entries` are `(relative path, os.DirEntry)`."
+def _stat_key(entries: list) -> str:
+    "SHA-1 of every tile's relative path, size and modification time (`entries`: `(relative path, os.DirEntry)`): is the cache current?"
     h = hashlib.sha1()
     for rel, e in entries:
         st = e.stat(); h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+def content_fingerprint(entries: list) -> str:
+    """SHA-1 of every tile's relative path and the SHA-1 of its bytes (`entries`: `(relative path, path or os.DirEntry)`): the data's
+    identity in run ids. The same files give the same fingerprint on any machine, whatever their modification times."""
+    h = hashlib.sha1()
+    for rel, e in entries:
+        with open(getattr(e, "path", e), "rb") as f: h.update(f"{rel}\t{hashlib.sha1(f.read()).hexdigest()}\n".encode())
     return h.hexdigest()
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -211,20 +231,20 @@ def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, 
     if len(exts) > 1: raise ValueError(f"{str(base)!r} mixes GeoTIFF and JPEG tiles; expected one kind")
     rgb = exts == {True}
     classes = [d.name for d in class_dirs]
-    fp = _fingerprint(entries)
+    key = _stat_key(entries)
     cache = None
     if cache_dir is not False:
         cache = Path(cache_dir or cache_home() / "eurosat").expanduser() / f"{base.name}-{hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:10]}"
         idx_file = cache / "index.json"
         if idx_file.is_file():
             idx = json.loads(idx_file.read_text())
-            if idx.get("fingerprint") == fp and idx.get("size") == size and idx.get("on_error") == on_error:
-                return _from_index(idx, np.load(cache / "images.npy", mmap_mode="r"), base, fp, from_cache=True)
+            if idx.get("stat_key") == key and idx.get("size") == size and idx.get("on_error") == on_error:
+                return _from_index(idx, np.load(cache / "images.npy", mmap_mode="r"), base, idx["fingerprint"], from_cache=True)
     files = [Path(e.path) for _, e in entries]
     n, c = len(files), (3 if rgb else 13)
     images = np.empty((n, c, size, size), np.uint8 if rgb else np.uint16)
     crs, xs, ys, keep = [""] * n, np.full(n, np.nan), np.full(n, np.nan), np.ones(n, bool)
-    for i, p in enumerate(tqdm(files, desc=f"decoding {base.name}", unit="tile", disable=not progress, leave=False)):
+    for i, p in enumerate(progress_bar(files, desc=f"decoding {base.name}", unit="tile", disable=not progress, leave=False)):
         try: images[i], crs[i], xs[i], ys[i] = read_tile(p, size)
         except ValueError as e:
             if on_error == "raise": raise
@@ -236,7 +256,8 @@ def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, 
         warnings.warn(f"load_eurosat skipped {len(skipped)} item(s) under {base}: " +
                       "; ".join(f"{p} ({r})" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "") + " (see .skipped)")
     if not len(files): raise ValueError(f"no readable tiles under {str(base)!r}")
-    idx = dict(fingerprint=fp, size=size, on_error=on_error, classes=classes, labels=labels.tolist(),
+    fp = content_fingerprint(entries)
+    idx = dict(stat_key=key, fingerprint=fp, size=size, on_error=on_error, classes=classes, labels=labels.tolist(),
                paths=[p.relative_to(base).as_posix() for p in files], crs=crs, lonlat=_lonlat(crs, xs, ys).tolist(),
                band_names=list(RGB_BANDS if rgb else BAND_NAMES), scale=255.0 if rgb else 10000.0, skipped=skipped)
     if cache is not None:
@@ -470,7 +491,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         got = have
-        with open(part, "ab" if resumed else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+        with open(part, "ab" if resumed else "wb") as f, progress_bar(total=total, initial=have, unit="B", unit_scale=True,
                                                               desc=f"downloading {part.name[:-5]}", disable=not progress) as bar:
             try:
                 while True:

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .config import Config
-from .data import TileSet, BandNormalize, label_fraction, atomic_write_text, _atomic_write_bytes
+from .data import TileSet, BandNormalize, progress_bar, label_fraction, atomic_write_text, _atomic_write_bytes
 from .masking import keyed_uniform
 from .train import lr_at, model_from_config, resolve_device, resolve_precision
 
@@ -49,7 +48,7 @@ def encoder_features(encoder: nn.Module, tiles: TileSet, idx, normalize: BandNor
     device = torch.device(device); encoder = encoder.to(device).eval(); normalize = normalize.to(device)
     img_size = encoder.patch_embed.img_size[0]
     idx = np.asarray(idx); out = []
-    for i in tqdm(range(0, len(idx), batch), desc="features", disable=not progress, leave=False):
+    for i in progress_bar(range(0, len(idx), batch), desc="features", disable=not progress, leave=False):
         x = prepare(torch.from_numpy(np.asarray(tiles.images[idx[i:i + batch]])).to(device), normalize, img_size)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out.append(pool_tokens(encoder.forward_features(x), pool).float().cpu())
@@ -268,7 +267,7 @@ def _finetune_one(encoder, tiles, fit_idx, val_idx, normalize, cfg: Config, lr: 
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16")
     labels = torch.as_tensor(tiles.labels)
     val_acc, losses, best, step = [], [], (-1.0, 0, None), 0
-    for ep in tqdm(range(epochs), desc=f"fine-tuning (lr {lr:g})", disable=not progress, leave=False):
+    for ep in progress_bar(range(epochs), desc=f"fine-tuning (lr {lr:g})", disable=not progress, leave=False):
         model.train(); loss_sum = 0.0
         perm = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(seed * 100003 + ep)).numpy()
         for i in range(steps):
@@ -353,7 +352,7 @@ def evaluate_encoder(make_encoder, encoder_key: str, tiles: TileSet, split: dict
         f_need = cache.get(key, lambda: encoder_features(make_encoder(), tiles, need, normalize, cfg.pool, cfg.eval_batch, device,
                                                           resolve_precision(cfg.precision, device) == "bf16", progress))
         feats = torch.zeros(len(tiles), f_need.shape[1]); feats[need] = f_need
-    for strategy, frac, seed in tqdm(jobs, desc="evaluations", disable=not progress):
+    for strategy, frac, seed in progress_bar(jobs, desc="evaluations", disable=not progress):
         labelled = label_fraction(train, tiles.labels, frac, seed=seed, method=cfg.fraction_method)
         t0 = time.time(); extra = dict(pool=cfg.pool)
         if strategy == "linear" and cfg.probe_method == "lbfgs":

@@ -5,15 +5,15 @@
 # %% ../nbs/07_study.ipynb #edd3b10a
 from __future__ import annotations
 import datetime as _dt, json, os, platform, shutil, subprocess, sys, time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import mimeo_nb
-from .config import Config, make_config, run_id, pretrain_id, unit_label, EVALUATIONS, PROFILES, config_parser, config_from_args, check_fields, repo_root, default_out_dir
-from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text
+from .config import Config, make_config, run_id, pretrain_id, unit_label, EVALUATIONS, PROFILES, config_parser, config_from_args, check_fields, repo_root, default_out_dir, results_root
+from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
 from .model import load_encoder
 from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device, resolve_precision
@@ -21,7 +21,7 @@ from .train import PretrainData, checkpoint_dir, make_split, model_from_config, 
 # %% auto #0
 __all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state', 'device_name', 'provenance',
            'file_sha256', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_finished',
-           'run_study', 'default_runs_dir', 'record_sweep', 'run_report', 'main']
+           'run_study', 'default_runs_dir', 'record_sweep', 'kernel_env', 'run_report', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -279,8 +279,6 @@ def run_study(profile: str = "cpu", data_dir: str = "", out_dir: str = "", only=
         return ov, Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **ov), tiles.fingerprint)
     selected = [n for n in grid if not only or n in only]
     todo = [n for n in selected if not run_finished(unit(n)[1] or "")]
-    if jobs > 1:  # share the cores between the kernels (they inherit the environment)
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     nb_dir = Path(out_dir) / "_checkpoints" / "notebooks"; nb_dir.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
     def one(name):
@@ -292,8 +290,8 @@ def run_study(profile: str = "cpu", data_dir: str = "", out_dir: str = "", only=
                             parameters=run_params(ov, profile, data_dir, out_dir), progress_bar=False)
         with lock: record_sweep(out_dir, profile, 1, time.time() - t0, jobs)
         return name
-    bar = tqdm(total=len(selected), initial=len(selected) - len(todo), desc=f"study ({profile})", unit="run", disable=not progress)
-    with ThreadPoolExecutor(jobs) as pool:
+    bar = progress_bar(total=len(selected), initial=len(selected) - len(todo), desc=f"study ({profile})", unit="run", disable=not progress)
+    with kernel_env(jobs), ThreadPoolExecutor(jobs) as pool:
         for name in pool.map(one, todo): bar.update(); bar.set_postfix_str(name)
     bar.close()
     if report: run_report(Path(out_dir).parent, kernel=kernel)
@@ -301,7 +299,7 @@ def run_study(profile: str = "cpu", data_dir: str = "", out_dir: str = "", only=
 
 def default_runs_dir(profile: str) -> Path:
     "Run folders of a profile: `results/runs`, and `results/runs-rgb` for the full-size RGB profile."
-    return default_out_dir().parent / "runs-rgb" if profile == "cpu-rgb" else default_out_dir()
+    return results_root() / ("runs-rgb" if profile == "cpu-rgb" else "runs")
 
 def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int) -> dict:
     "Add one sweep's wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study adds its sessions up)."
@@ -313,14 +311,29 @@ def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int
     atomic_write_text(f, json.dumps(d, indent=1))
     return d
 
+@contextmanager
+def kernel_env(jobs: int = 1):
+    """The environment the papermill kernels inherit, restored on exit: a non-interactive matplotlib backend and text progress bars
+    (unless set already), and with `jobs` > 1 the cores shared between the kernels."""
+    want = {k: os.environ.get(k) or v for k, v in (("MPLBACKEND", "Agg"), ("MIMEO_PROGRESS", "text"))}
+    if jobs > 1: want["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    old = {k: os.environ.get(k) for k in want}
+    os.environ.update(want)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 def run_report(results_dir="", kernel: str = "python3") -> Path:
     "Execute `nbs/report.ipynb`: figures, tables and README of the runs in `<results_dir>/runs` and `<results_dir>/runs-rgb`."
     import papermill as pm
     root = repo_root()
-    results_dir = Path(results_dir or default_out_dir().parent).resolve()
+    results_dir = Path(results_dir or results_root()).resolve()
     out = results_dir / "runs" / "_checkpoints" / "notebooks" / "report.ipynb"; out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(root / "nbs" / "report.ipynb"), str(out), kernel_name=kernel, cwd=str(root), progress_bar=False,
-                        parameters=dict(results_dir=str(results_dir)))
+    with kernel_env():
+        pm.execute_notebook(str(root / "nbs" / "report.ipynb"), str(out), kernel_name=kernel, cwd=str(root), progress_bar=False,
+                            parameters=dict(results_dir=str(results_dir)))
     return results_dir
 
 def main(argv=None):

@@ -12,10 +12,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .config import Config, make_config, pretrain_id, config_parser, config_from_args, default_out_dir
-from .data import (BandNormalize, TileSet, band_stats, find_eurosat, load_eurosat, load_ssl4eo, sample_generator,
+from .data import (BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo, sample_generator,
                            split_indices, spatial_split, atomic_write_text, _atomic_write_bytes)
 from .masking import keyed_uniform
 from .model import MaskedAutoencoder, export_encoder
@@ -257,7 +256,7 @@ def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume
         model.train()
         order = torch.randperm(len(data), generator=sample_generator(cfg.seed, epoch, -1)).numpy()
         t0, sums, n_img = time.time(), {}, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and dd.main), leave=False)
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and dd.main), leave=False)
         for it in bar:
             for g in opt.param_groups: g["lr"] = lr_at(step, total_steps, warmup_steps, lr)
             step_losses = {}

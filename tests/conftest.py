@@ -9,6 +9,10 @@ from mimeo_nb.data import EUROSAT_FILE_ORDER, find_data
 
 REPO = Path(__file__).resolve().parents[1]
 
+# tests and the notebooks they run draw figures off screen and print text progress bars (a user's JupyterLab keeps its own settings)
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("MIMEO_PROGRESS", "text")
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
