@@ -372,7 +372,7 @@ def plot_class_tiles(ds: TileSet, per_class: int = 1, seed: int = 0):
     "Figure: `per_class` RGB tiles of every class."
     import matplotlib.pyplot as plt
     rng = np.random.default_rng(seed)
-    fig, axs = plt.subplots(per_class, len(ds.classes), figsize=(1.6 * len(ds.classes), 1.8 * per_class), squeeze=False)
+    fig, axs = plt.subplots(per_class, len(ds.classes), figsize=(1.25 * len(ds.classes), 1.45 * per_class), squeeze=False)
     for k, c in enumerate(ds.classes):
         members = np.flatnonzero(ds.labels == k)
         pick = rng.choice(members, min(per_class, len(members)), replace=False) if len(members) else []

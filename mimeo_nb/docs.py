@@ -17,7 +17,7 @@ __all__ = ['CHAPTER_FIGURES', 'SITE_EXTRA', 'WIDGET', 'strip_volatile', 'check_c
 
 # %% ../nbs/08_docs.ipynb #c3bfd583
 CHAPTER_FIGURES = {"00_data": 3, "01_hog": 2, "02_masking": 1, "03_model": 2, "03a_config": 0, "04_train": 0, "05_evaluate": 0,
-                   "05a_stats": 0, "06_plots": 0, "07_study": 0, "08_docs": 0, "index": 0}
+                   "05a_stats": 0, "06_plots": 1, "07_study": 0, "08_docs": 0, "index": 0}
 SITE_EXTRA = ("run", "report", "bench")   # rendered on the site as they are committed (driver notebooks, no outputs)
 _PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "37%|###7      | 3/8"
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -54,9 +54,10 @@ def check_chapter(path, figures: int | None = None) -> list[str]:
         for o in c.outputs:
             if o.output_type == "error": problems.append(f"{path.name}: cell {i} has an error output ({o.ename}: {o.evalue})")
             elif _is_volatile(o): problems.append(f"{path.name}: cell {i} holds a progress bar")
-    if not any(c.outputs for c in nb.cells if c.cell_type == "code"):
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if code and not any(c.outputs for c in code):
         problems.append(f"{path.name}: no outputs at all; run `mimeo-docs execute {path.stem}`")
-    elif (n := _images(nb)) < want: problems.append(f"{path.name}: {n} figure(s), meant to show {want}")
+    elif (n := _images(nb)) != want: problems.append(f"{path.name}: {n} figure(s), meant to show {want} (each once)")
     return problems
 
 # %% ../nbs/08_docs.ipynb #895874f7
@@ -77,7 +78,8 @@ def execute_chapter(name: str, nbs=None, timeout: int = 3600, kernel: str = "pyt
     nb = nbformat.read(path, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(_SEED_CELL))
     env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline", "MIMEO_PROGRESS": "off", "PYTHONHASHSEED": "0"}
-    NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
+    NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(path.parent)}}).execute(
+        env=env, stderr=subprocess.DEVNULL)   # the kernel process's own log (not the cells' stderr, which stays in the outputs)
     nb.cells.pop(0)
     strip_volatile(nb)
     d = json.loads(nbformat.writes(nb)); clean_nb(d)
@@ -128,10 +130,11 @@ def stage_site(dest, nbs=None, results=None) -> Path:
         for sub in ("figures", "tables"):
             if (results / sub).is_dir(): shutil.copytree(results / sub, docs / "results" / sub)
         nav.append({"Results": "results/index.md"})
+    (docs / "extra.css").write_text(".jp-InputPrompt, .jp-OutputPrompt { display: none; }\n")   # the committed notebooks carry no counts
     cfg = dict(site_name="mimeo_nb", site_description="Masked image modelling for multispectral Earth observation", docs_dir="docs",
                nav=[{"Home": "index.ipynb"}, *nav], use_directory_urls=True,
                theme=dict(name="material", font=False, features=["navigation.sections"]),
-               markdown_extensions=["tables", "fenced_code", "toc"],
+               markdown_extensions=["tables", "fenced_code", "toc"], extra_css=["extra.css"],
                plugins=["search", {"mkdocs-jupyter": dict(include_source=True, execute=False, ignore_h1_titles=False, no_input=False)}])
     (dest / "mkdocs.yml").write_text(json.dumps(cfg, indent=1))   # JSON is YAML
     return dest / "mkdocs.yml"

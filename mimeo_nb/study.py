@@ -125,7 +125,7 @@ class Experiment:
         idx = self.split["test"][np.linspace(0, len(self.split["test"]) - 1, n).astype(int)]
         x = self.normalize(torch.from_numpy(np.asarray(self.tiles.images[idx])))
         fig = plot_reconstruction(self.model, x, self.tiles.band_names, title=self.run_id)
-        fig.savefig(self.tmp_dir / "reconstructions.png", dpi=110); 
+        fig.savefig(self.tmp_dir / "reconstructions.png", dpi=110); plt.close(fig)   # saved; the caller may still display it
         r = reconstruct(self.model, x)
         arrays = {k: v.float().numpy() for k, v in r.items() if torch.is_tensor(v)}
         np.savez_compressed(self.tmp_dir / "reconstruction.npz", band_names=np.array(self.tiles.band_names), paths=np.array([self.tiles.paths[i] for i in idx]),

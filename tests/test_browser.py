@@ -82,7 +82,8 @@ def lab(tmp_path_factory, data_root):
         log.close()
 
 
-PROMPTS = """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"   # the notebook in the current tab
+PROMPTS = """() => { const p = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent);
                       return {cells: p.length, numbered: p.filter(t => /\\[\\d+\\]/.test(t)).length, running: p.filter(t => t.includes('*')).length}; }"""
 
 
@@ -94,15 +95,20 @@ def kernel_state(lab, name):
 
 def run_all_in_lab(page, lab, name, timeout_s=900):
     "Open nbs/<name>.ipynb in JupyterLab, run all cells from the Run menu, wait until the kernel is done, save, return the saved notebook."
-    page.goto(f"{lab['base']}/lab/tree/nbs/{name}.ipynb?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=120_000)
+    page.goto(f"{lab['base']}/lab/tree/nbs/{name}.ipynb?reset&token={lab['token']}")   # reset: no tabs restored from before
+    page.wait_for_selector(f"{PANEL} .jp-CodeCell", timeout=120_000)
     t0 = time.time()
     while kernel_state(lab, name) != "idle":   # the kernel has started and is ready
         if time.time() - t0 > 180: pytest.fail(f"{name}: the kernel did not become idle: {kernel_state(lab, name)}")
         time.sleep(0.5)
-    page.click(".lm-MenuBar-item:has-text('Run')")
-    page.click(".lm-Menu-item:has-text('Run All Cells')")
-    page.wait_for_function(f"() => ({PROMPTS})().numbered + ({PROMPTS})().running > 0", timeout=60_000)
+    for attempt in range(3):   # Run > Run All Cells; again if a pop-up swallowed the click
+        page.keyboard.press("Escape")
+        page.click(".lm-MenuBar-item:has-text('Run')")
+        page.click(".lm-Menu-item:has-text('Run All Cells')")
+        try: page.wait_for_function(f"() => ({PROMPTS})().numbered + ({PROMPTS})().running > 0", timeout=30_000); break
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / f"lab-{name}-not-started-{attempt}.png"))
+    else: pytest.fail(f"{name}: Run All Cells did not start the cells (screenshots in {ARTIFACTS})")
     last, since = None, time.time()
     while True:   # done: every cell numbered, or (after an error) nothing running and nothing changing for 5 s with an idle kernel
         st = page.evaluate(PROMPTS)
@@ -113,7 +119,7 @@ def run_all_in_lab(page, lab, name, timeout_s=900):
         time.sleep(1)
     path = lab["root"] / "nbs" / f"{name}.ipynb"
     before = path.stat().st_mtime_ns
-    page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+    page.locator(f"{PANEL} .jp-Notebook").click(position={"x": 5, "y": 5})
     page.keyboard.press("Control+s")
     for _ in range(60):
         if path.stat().st_mtime_ns != before: break
@@ -139,13 +145,13 @@ def test_chapter_runs_in_jupyterlab_and_shows_its_figures(browser, lab, name):
                           if o.output_type == "stream" and o.name == "stderr")
         assert "TqdmWarning" not in stderr and "IProgress not found" not in stderr, stderr[:500]
         want = CHAPTER_FIGURES[name]
-        shown = page.locator(".jp-OutputArea-output img").count()
+        shown = page.locator(f"{PANEL} .jp-OutputArea-output img").count()
         saved = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-        assert shown == saved >= want, f"{name}: {shown} images shown, {saved} saved, meant to show {want} (each once)"
+        assert shown == saved == want, f"{name}: {shown} images shown, {saved} saved, meant to show {want} (each once)"
         text_figures = [o["data"]["text/plain"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
                         if "image/png" not in o.get("data", {}) and "<Figure size" in str(o.get("data", {}).get("text/plain", ""))]
         assert not text_figures, f"{name}: figures shown as text: {text_figures}"
-        page.locator(".jp-OutputArea-output img").first.scroll_into_view_if_needed()
+        page.locator(f"{PANEL} .jp-OutputArea-output img").first.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / f"lab-{name}.png"))
     finally:
         page.close()
