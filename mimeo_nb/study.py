@@ -19,9 +19,10 @@ from .model import load_encoder
 from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device, resolve_precision
 
 # %% auto #0
-__all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state', 'device_name', 'provenance',
-           'file_sha256', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_finished',
-           'run_study', 'default_runs_dir', 'record_sweep', 'kernel_env', 'run_report', 'main']
+__all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state',
+           'device_name', 'provenance', 'file_sha256', 'Experiment', 'study_grid', 'rgb_grid', 'run_params',
+           'resolve_unit', 'run_finished', 'run_study', 'default_runs_dir', 'record_sweep', 'kernel_env', 'run_report',
+           'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -188,6 +189,7 @@ class Experiment:
 ALL_FRACTIONS = [1.0, 0.5, 0.1, 0.01]
 DRAWS = [42, 43, 44]              # label draws (and training seeds) of the main comparison
 RGB_LRS = [3e-4, 1e-3]            # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
+RGB_FT_EPOCHS = 3                 # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
 RGB_ABLATION_EPOCHS = 2           # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
 
 def study_grid(fractions=None, profile: str = "cpu") -> list:
@@ -213,14 +215,14 @@ def rgb_grid() -> list:
            "hog-C": dict(target="hog", variant="C", mask=0.7)}
     grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
     grid += [(f"probe-{k}", dict(e, evaluations=["linear", "knn"], fractions=ALL_FRACTIONS, seeds=DRAWS)) for k, e in enc.items()]
-    grid += [(f"finetune-{k}-lrsearch", dict(e, evaluations=["finetune"], fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS))
-             for k, e in enc.items()]
-    draws = [(1.0, DRAWS[0]), (0.5, DRAWS[0])] + [(f, s) for f in (0.1, 0.01) for s in DRAWS if (f, s) != (0.1, DRAWS[0])]
-    for k, e in enc.items():
-        grid += [(f"finetune-{k}-f{f:g}-s{s}", dict(e, evaluations=["finetune"], fractions=[f], seeds=[s], ft_lr=f"lr-of:finetune-{k}-lrsearch"))
-                 for f, s in draws]
-    grid.append(("finetune-random-f1-s42-long", dict(enc["random"], evaluations=["finetune"], fractions=[1.0], seeds=DRAWS[:1], ft_epochs=7,
-                                                     ft_lr="lr-of:finetune-random-lrsearch")))
+    ft = dict(evaluations=["finetune"], ft_epochs=RGB_FT_EPOCHS)
+    grid += [(f"finetune-{k}-lrsearch", dict(e, **ft, fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS)) for k, e in enc.items()]
+    # cheapest and most label-starved first, so that every finished stretch of the sweep completes comparisons across the three encoders
+    draws = [(0.01, s) for s in DRAWS] + [(0.1, s) for s in DRAWS[1:]] + [(1.0, DRAWS[0]), (0.5, DRAWS[0])]
+    grid += [(f"finetune-{k}-f{f:g}-s{s}", dict(e, **ft, fractions=[f], seeds=[s], ft_lr=f"lr-of:finetune-{k}-lrsearch"))
+             for f, s in draws for k, e in enc.items()]
+    grid.append(("finetune-random-f1-s42-long", dict(enc["random"], **{**ft, "ft_epochs": 2 * RGB_FT_EPOCHS}, fractions=[1.0],
+                                                     seeds=DRAWS[:1], ft_lr="lr-of:finetune-random-lrsearch")))
     ablations = [("raw", "A", 0.7), ("hog", "C", 0.7), ("raw", "B", 0.7), ("hog", "D", 0.7), ("hog", "E", 0.7), ("hog", "F", 0.7),
                  ("raw+hog", "AC", 0.7)] + [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D"))]
     for t, v, m in ablations:
