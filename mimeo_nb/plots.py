@@ -19,7 +19,7 @@ __all__ = ['CLASSES', 'FRACTIONS', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'S
            'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions',
            'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions', 'fig_misclassified', 'merge_units',
            'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table', 'compare_rows',
-           'comparisons_table', 'targets_table', 'quality_table', 'unit_seconds']
+           'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop", "Residential",
@@ -391,7 +391,13 @@ def quality_table(runs: list) -> pd.DataFrame:
                              tiles=q["tiles"]))
     return pd.DataFrame(rows, columns=["model", "head", "mse_ratio", "cosine", "cosine_mean_target", "tiles"]).set_index("model")
 
-def unit_seconds(meta: dict) -> float:
-    "A unit's compute time: its own wall time, plus its pre-training epochs when they ran before the unit (a resumed checkpoint)."
-    s, p = float(meta.get("seconds", 0.0)), float(meta.get("pretrain_seconds", 0.0))
-    return s if s >= p else s + p
+def study_seconds(metas: list) -> dict:
+    """The compute the run folders record, each pre-training counted once: a unit's own wall time (less the pre-training it ran itself)
+    plus every distinct pre-training's seconds (`pretrain_id`). -> total, longest resumable part, seconds per pre-training."""
+    own, pre = [], {}
+    for m in metas:
+        s, p = float(m.get("seconds", 0.0)), float(m.get("pretrain_seconds", 0.0))
+        if p: pre[m["pretrain_id"]] = max(pre.get(m["pretrain_id"], 0.0), p)
+        own.append(s - p if s >= p else s)  # s >= p: the unit ran its pre-training; else it loaded a finished checkpoint
+    parts = own + list(pre.values())
+    return dict(total=sum(parts), longest=max(parts, default=0.0), pretraining=pre)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_study.ipynb #edd3b10a
 from __future__ import annotations
-import datetime as _dt, json, os, platform, shutil, subprocess, sys, time
+import csv, datetime as _dt, json, os, platform, shutil, subprocess, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,11 +102,30 @@ class Experiment:
             self.model = model_from_config(self.cfg, self.tiles.images.shape[1]); self.normalize = self.data.normalize
             return None
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.ckpt_dir / "checkpoint.pt").exists() and not self.shows_pretraining and (src := self.committed_encoder()):
+            for name in ("encoder.safetensors", "history.csv"):  # a pre-training finished elsewhere: its encoder is all this unit needs
+                shutil.copy(src / name, self.ckpt_dir / f".{name}.tmp"); os.replace(self.ckpt_dir / f".{name}.tmp", self.ckpt_dir / name)
+            with open(self.ckpt_dir / "history.csv") as f: history = list(csv.DictReader(f))
+            self.model, self.normalize, self.final_loss = None, self.data.normalize, float(history[-1]["loss"])
+            self.pretrain_seconds = sum(float(h["seconds"]) for h in history)
+            shutil.copy(self.ckpt_dir / "history.csv", self.tmp_dir / "history.csv")
+            return None
         self.result = pretrain(self.cfg, self.ckpt_dir, self.data, resume="auto", progress=self.progress)
-        self.model, self.normalize = self.result.model.cpu(), self.result.normalize.cpu()
+        self.model, self.normalize, self.final_loss = self.result.model.cpu(), self.result.normalize.cpu(), self.result.final_loss
         self.pretrain_seconds = float(sum(h["seconds"] for h in self.result.history))  # every epoch, over every resume
         shutil.copy(self.ckpt_dir / "history.csv", self.tmp_dir / "history.csv")
         return self.result
+
+    def committed_encoder(self) -> Path | None:
+        """A finished run folder beside this one holding this run's pre-trained encoder (`encoder.safetensors`, which a pre-training unit
+        keeps): same pre-training, same data, and weights a finished run evaluated (their SHA-256). `None` if there is none."""
+        pid, fp = pretrain_id(self.cfg), self.tiles.fingerprint
+        metas = [json.loads((d / "config.json").read_text()) for d in self.out_dir.iterdir() if d.is_dir() and run_finished(d)]
+        evaluated = {m.get("encoder_sha256") for m in metas if m.get("pretrain_id") == pid and (m["provenance"].get("data") or {}).get("fingerprint") == fp}
+        for m in metas:
+            f = self.out_dir / m["run_id"] / "encoder.safetensors"
+            if m.get("pretrain_id") == pid and f.is_file() and file_sha256(f) in evaluated: return f.parent
+        return None
 
     @property
     def shows_pretraining(self) -> bool:
@@ -173,7 +192,9 @@ class Experiment:
                     finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), seconds=time.time() - self.t0,
                     pretrain_seconds=getattr(self, "pretrain_seconds", 0.0),
                     encoder_sha256=(file_sha256(self.ckpt_dir / "encoder.safetensors") if self.cfg.init == "pretrained" else None),
-                    final_loss=(self.result.final_loss if self.result else None))
+                    final_loss=getattr(self, "final_loss", None))
+        if self.cfg.init == "pretrained" and not self.cfg.evaluations:  # a pre-training unit keeps its encoder for the units after it
+            shutil.copy(self.ckpt_dir / "encoder.safetensors", self.tmp_dir / "encoder.safetensors")
         atomic_write_text(self.tmp_dir / "config.json", json.dumps(meta, indent=1))
         if self.run_dir.exists(): shutil.rmtree(self.run_dir)
         os.replace(self.tmp_dir, self.run_dir)
@@ -228,8 +249,7 @@ def rgb_grid() -> list:
     for t, v, m in ablations:
         e = dict(target=t, variant=v, mask=m, epochs=RGB_ABLATION_EPOCHS)
         name = f"{t.replace('+', '')}-{v}-m{m:g}-e{RGB_ABLATION_EPOCHS}"
-        grid += [(f"pretrain-{name}", dict(e, evaluations=[])),
-                 (f"probe-{name}", dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1]))]
+        grid.append((f"probe-{name}", dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1])))  # pre-trains, then probes
     return grid
 
 # %% ../nbs/07_study.ipynb #5b5fbd89

@@ -38,6 +38,12 @@ def test_readme_shows_the_committed_numbers(table):
     assert rows and all(r in readme for r in rows), f"README's results table differs from results/tables/{table}"
 
 
+def test_readme_says_each_section_once():
+    "README (from nbs/index.ipynb) has no section twice: a stale copy of a results section would contradict the current one."
+    heads = [l for l in (REPO / "README.md").read_text().splitlines() if l.startswith("#")]
+    assert len(heads) == len(set(heads)), f"README repeats sections: {sorted({h for h in heads if heads.count(h) > 1})}"
+
+
 def test_readme_benchmarks_are_the_committed_ones():
     "README's benchmark figures are the ones in results/bench/*.json (rounded as README writes them)."
     import json
