@@ -210,7 +210,7 @@ class Experiment:
 ALL_FRACTIONS = [1.0, 0.5, 0.1, 0.01]
 DRAWS = [42, 43, 44]              # label draws (and training seeds) of the main comparison
 RGB_LRS = [3e-4, 1e-3]            # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
-RGB_FT_EPOCHS = 3                 # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
+RGB_FT_EPOCHS = 2                 # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
 RGB_ABLATION_EPOCHS = 2           # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
 
 def study_grid(fractions=None, profile: str = "cpu") -> list:
