@@ -21,14 +21,14 @@ EVALUATIONS = ("linear", "finetune", "knn")
 @dataclass
 class Config:
     "Every knob of one experiment: data, model, pre-training, evaluation."
-    profile: str = "cpu"            # smoke | cpu | cpu-rgb | paper: where the defaults below come from
+    profile: str = "cpu"            # smoke | cpu | cpu-rgb | gpu-rgb | paper: where the defaults below come from
     seed: int = 42                  # seeds data splits, initialisation, masks and augmentations
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     out_dir: str = ""               # run folders go here ("" = runs/ of this repository; the study passes results/runs)
     # data
     data_dir: str = ""              # EuroSAT folder ("" = MIMEO_EUROSAT, the sample beside the repository, or EuroSAT100)
     pretrain_data: str = "eurosat"  # eurosat (training split, labels unused) | ssl4eo
-    ssl4eo_dir: str = ""            # SSL4EO-S12 S2 L1C folder when pretrain_data == "ssl4eo"
+    ssl4eo_dir: str = ""            # SSL4EO-S12 S2 L1C folder (GeoTIFF release, or packed by mimeo-pack-ssl4eo) when pretrain_data == "ssl4eo"
     normalisation: str = "scale"    # scale (DN / 10000) | zscore | ssl4eo
     split: str = "random"           # random (stratified 80/20, the study's) | spatial (by longitude)
     test_size: float = 0.2
@@ -165,6 +165,9 @@ PROFILES = {
                 ft_batch=32, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe"),
     "cpu-rgb": dict(epochs=10, batch_size=64, base_lr=1.5e-3, warmup_epochs=1, precision="fp32", ft_epochs=4, ft_epoch_scaling="sqrt",
                     ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe", checkpoint_every=1, eval_batch=512, pool="mean"),
+    "gpu-rgb": dict(epochs=100, batch_size=256, base_lr=1.5e-4, warmup_epochs=10, precision="auto", ft_epochs=50, ft_epoch_scaling="none",
+                    ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe", checkpoint_every=5, eval_batch=1024, pool="mean",
+                    device="cuda"),
     "paper": dict(preset="vit_small_patch16_224", pretrain_data="ssl4eo", epochs=100, batch_size=256, base_lr=1.5e-4,
                   warmup_epochs=10, weight_decay=0.05, probe_epochs=50, ft_epochs=50, ft_batch=64, checkpoint_every=5,
                   num_workers=8, fraction_method="study"),

@@ -16,7 +16,7 @@ __all__ = ['CHAPTER_FIGURES', 'SITE_EXTRA', 'WIDGET', 'strip_volatile', 'check_c
            'stage_site', 'build_site', 'main']
 
 # %% ../nbs/08_docs.ipynb #c3bfd583
-CHAPTER_FIGURES = {"00_data": 3, "01_hog": 2, "02_masking": 1, "03_model": 2, "03a_config": 0, "04_train": 0, "05_evaluate": 0,
+CHAPTER_FIGURES = {"00_data": 3, "00a_pack": 1, "01_hog": 2, "02_masking": 1, "03_model": 2, "03a_config": 0, "04_train": 0, "05_evaluate": 0,
                    "05a_stats": 0, "06_plots": 1, "07_study": 0, "08_docs": 0, "index": 0}
 SITE_EXTRA = ("run", "report", "bench")   # rendered on the site as they are committed (driver notebooks, no outputs)
 _PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "37%|###7      | 3/8"

@@ -215,7 +215,7 @@ RGB_ABLATION_EPOCHS = 2           # pre-training epochs of the RGB ablations (th
 
 def study_grid(fractions=None, profile: str = "cpu") -> list:
     "The study's experiments as `(name, overrides)` pairs, in the order they run (`cpu-rgb`: `rgb_grid`); `fractions` replaces the four."
-    if profile == "cpu-rgb": return rgb_grid()
+    if profile in ("cpu-rgb", "gpu-rgb"): return rgb_grid(profile)
     fr = list(fractions or ALL_FRACTIONS); one = [max(fr)]
     ev = ["linear", "finetune", "knn"]
     grid = [("baseline", dict(init="random", evaluations=ev, fractions=fr, seeds=DRAWS))]
@@ -229,26 +229,30 @@ def study_grid(fractions=None, profile: str = "cpu") -> list:
     grid.append(("rawhog-AC-m0.7", dict(target="raw+hog", variant="AC", mask=0.7, evaluations=ev, fractions=one)))
     return grid
 
-def rgb_grid() -> list:
+def rgb_grid(profile: str = "cpu-rgb") -> list:
     """The full-size RGB study as resumable units (one pre-training, the probes of one encoder, or one fine-tuning at one fraction and
-    draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its validation tiles."""
+    draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its validation tiles. `cpu-rgb`
+    fine-tunes `RGB_FT_EPOCHS` and pre-trains the ablations `RGB_ABLATION_EPOCHS`; `gpu-rgb` keeps its profile's budget throughout."""
+    if profile not in ("cpu-rgb", "gpu-rgb"): raise ValueError(f"profile={profile!r}; allowed: 'cpu-rgb', 'gpu-rgb'")
+    cpu = profile == "cpu-rgb"
+    ft_epochs, abl_epochs = (RGB_FT_EPOCHS, RGB_ABLATION_EPOCHS) if cpu else (PROFILES[profile]["ft_epochs"], PROFILES[profile]["epochs"])
     enc = {"random": dict(init="random"), "raw-A": dict(target="raw", variant="A", mask=0.7),
            "hog-C": dict(target="hog", variant="C", mask=0.7)}
     grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
     grid += [(f"probe-{k}", dict(e, evaluations=["linear", "knn"], fractions=ALL_FRACTIONS, seeds=DRAWS)) for k, e in enc.items()]
-    ft = dict(evaluations=["finetune"], ft_epochs=RGB_FT_EPOCHS)
+    ft = dict(evaluations=["finetune"], **({"ft_epochs": ft_epochs} if cpu else {}))
     grid += [(f"finetune-{k}-lrsearch", dict(e, **ft, fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS)) for k, e in enc.items()]
     # cheapest and most label-starved first, so that every finished stretch of the sweep completes comparisons across the three encoders
     draws = [(0.01, s) for s in DRAWS] + [(0.1, s) for s in DRAWS[1:]] + [(1.0, DRAWS[0]), (0.5, DRAWS[0])]
     grid += [(f"finetune-{k}-f{f:g}-s{s}", dict(e, **ft, fractions=[f], seeds=[s], ft_lr=f"lr-of:finetune-{k}-lrsearch"))
              for f, s in draws for k, e in enc.items()]
-    grid.append(("finetune-random-f1-s42-long", dict(enc["random"], **{**ft, "ft_epochs": 2 * RGB_FT_EPOCHS}, fractions=[1.0],
+    grid.append(("finetune-random-f1-s42-long", dict(enc["random"], **{**ft, "ft_epochs": 2 * ft_epochs}, fractions=[1.0],
                                                      seeds=DRAWS[:1], ft_lr="lr-of:finetune-random-lrsearch")))
     ablations = [("raw", "A", 0.7), ("hog", "C", 0.7), ("raw", "B", 0.7), ("hog", "D", 0.7), ("hog", "E", 0.7), ("hog", "F", 0.7),
                  ("raw+hog", "AC", 0.7)] + [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D"))]
     for t, v, m in ablations:
-        e = dict(target=t, variant=v, mask=m, epochs=RGB_ABLATION_EPOCHS)
-        name = f"{t.replace('+', '')}-{v}-m{m:g}-e{RGB_ABLATION_EPOCHS}"
+        e = dict(target=t, variant=v, mask=m, epochs=abl_epochs)
+        name = f"{t.replace('+', '')}-{v}-m{m:g}-e{abl_epochs}"
         grid.append((f"probe-{name}", dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1])))  # pre-trains, then probes
     return grid
 
@@ -321,7 +325,7 @@ def run_study(profile: str = "cpu", data_dir: str = "", out_dir: str = "", only=
 
 def default_runs_dir(profile: str) -> Path:
     "Run folders of a profile: `results/runs`, and `results/runs-rgb` for the full-size RGB profile."
-    return results_root() / ("runs-rgb" if profile == "cpu-rgb" else "runs")
+    return results_root() / {"cpu-rgb": "runs-rgb", "gpu-rgb": "runs-gpu-rgb"}.get(profile, "runs")
 
 def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int) -> dict:
     "Add one sweep's wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study adds its sessions up)."

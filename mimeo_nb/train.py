@@ -17,6 +17,7 @@ from .config import Config, make_config, pretrain_id, config_parser, config_from
 from .data import (BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo, sample_generator,
                            split_indices, spatial_split, atomic_write_text, _atomic_write_bytes)
 from .masking import keyed_uniform
+from .pack import PackedSSL4EO, packed_loader, rank_batches
 from .model import MaskedAutoencoder, export_encoder
 
 # %% auto #0
@@ -68,11 +69,16 @@ class PretrainData:
     def __init__(self, cfg: Config, tiles: TileSet | None = None):
         self.cfg = cfg
         if cfg.pretrain_data == "ssl4eo":
-            self.ssl4eo = load_ssl4eo(cfg.ssl4eo_dir, size=PRETRAIN_CROP.get(cfg.preset, 64), seed=cfg.seed)
+            crop = PRETRAIN_CROP.get(cfg.preset, 64)
+            if (Path(cfg.ssl4eo_dir).expanduser() / "index.json").is_file():   # packed by mimeo-pack-ssl4eo: streamed from its shards
+                self.ssl4eo = PackedSSL4EO(Path(cfg.ssl4eo_dir).expanduser(), size=crop, seed=cfg.seed)
+                self.fingerprint = hashlib.sha1("".join(s["sha256"] for s in self.ssl4eo.index["shards"]).encode()).hexdigest()
+            else:
+                self.ssl4eo = load_ssl4eo(cfg.ssl4eo_dir, size=crop, seed=cfg.seed)
+                self.fingerprint = hashlib.sha1("\n".join(str(p) for loc in self.ssl4eo.scenes for p in loc).encode()).hexdigest()
             self.n, self.in_chans, self.band_names, scale = len(self.ssl4eo), 13, self.ssl4eo.band_names, self.ssl4eo.scale
             stats_src = np.stack([self.ssl4eo[i].numpy() for i in range(min(len(self.ssl4eo), 256))])
             stats = band_stats(stats_src) if cfg.normalisation != "scale" else (None, None)
-            self.fingerprint = hashlib.sha1("\n".join(str(p) for loc in self.ssl4eo.scenes for p in loc).encode()).hexdigest()
         else:
             tiles = tiles if tiles is not None else load_eurosat(cfg.data_dir or find_eurosat())
             split = make_split(tiles, cfg)
@@ -88,6 +94,11 @@ class PretrainData:
         if hasattr(self, "tiles"): return torch.from_numpy(np.asarray(self.tiles.images[self.index[ids]]))
         self.ssl4eo.set_epoch(epoch)
         return torch.stack([self.ssl4eo[int(i)] for i in ids])
+    def batches(self, batches: list, epoch: int, workers: int = 0, pin_memory: bool = False):
+        "The raw tiles of each of `batches` (arrays of ids) in order; packed SSL4EO-S12 through a DataLoader (`workers`, pinned memory)."
+        if isinstance(getattr(self, "ssl4eo", None), PackedSSL4EO) and (workers or pin_memory):
+            return iter(packed_loader(self.ssl4eo, batches, epoch, workers, pin_memory))
+        return (self.batch(ids, epoch) for ids in batches)
 
 def checkpoint_dir(cfg: Config, data: PretrainData) -> Path:
     """Where the pre-training `cfg` describes keeps its checkpoint, history and encoder: `<root>/<pretrain id>-<data>`, where root is
@@ -254,16 +265,16 @@ def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume
     t_run = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        order = torch.randperm(len(data), generator=sample_generator(cfg.seed, epoch, -1)).numpy()
+        batches = rank_batches(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed, epoch, cfg.accum_steps)  # this rank's share
+        xs = data.batches(batches, epoch, cfg.num_workers, pin_memory=device.type == "cuda")
         t0, sums, n_img = time.time(), {}, 0
         bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and dd.main), leave=False)
         for it in bar:
             for g in opt.param_groups: g["lr"] = lr_at(step, total_steps, warmup_steps, lr)
             step_losses = {}
             for micro in range(cfg.accum_steps):
-                start = (it * cfg.accum_steps + micro) * cfg.batch_size * dd.world + dd.rank * cfg.batch_size
-                ids = order[start:start + cfg.batch_size]
-                x = data.batch(ids, epoch).to(device, non_blocking=True)
+                ids = batches[it * cfg.accum_steps + micro]
+                x = next(xs).to(device, non_blocking=True)
                 x = augment(normalize(x), cfg.seed, epoch, ids, model.img_size, enabled=cfg.augment)
                 noise = keyed_uniform(cfg.seed, epoch, torch.as_tensor(ids, device=device), model.grid ** 2, stream=1)
                 sync = micro == cfg.accum_steps - 1 or dd.world == 1

@@ -45,3 +45,15 @@ def test_bench_scale_quick(data_root, tmp_path):
     assert s["rgb_tiles"] == 27000 and s["cache_bytes"] >= 27000 * 3 * 64 * 64
     assert s["cache_build_seconds"] > s["cached_load_seconds"] > 0
     assert all(v > 0 for v in s["pretrain_images_per_s"].values()) and set(s["pretrain_images_per_s"]) == {"3_bands", "13_bands"}
+
+
+def test_bench_ssl4eo_quick(data_root, tmp_path):
+    "The ssl4eo section packs the two real patches, checks packed crops equal GeoTIFF crops, and writes both rates and the epoch estimate."
+    run_bench(tmp_path, "ssl4eo", MIMEO_DATA=str(data_root))
+    s = json.loads((tmp_path / "bench" / "ssl4eo.json").read_text())
+    assert s["locations_measured"] == 2 and abs(s["speedup"] - s["packed_samples_per_s"] / s["geotiff_samples_per_s"]) < 1e-9 * s["speedup"]
+    e = s["paper_epoch"]
+    assert e["gpu_rate"].startswith("assumed") and set(e["hours_by_gpus_packed"]) == {"1", "2", "4", "8", "16", "32"}
+    one = e["hours_by_gpus_packed"]["1"]
+    assert abs(one * 3600 - 250_000 / min(e["gpu_images_per_s"], e["data_bound_images_per_s_per_gpu"]["packed"])) < 1e-6 * one * 3600
+    assert (tmp_path / "bench" / "ssl4eo.png").stat().st_size > 10_000
