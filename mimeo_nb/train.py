@@ -302,7 +302,10 @@ def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume
             _write_history(out_dir / "history.csv", history)
         if progress and dd.main:
             h = history[-1]; print(f"epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.4g}, {h['images_per_s']:.0f} img/s, {secs:.1f} s", flush=True)
-    encoder = export_encoder(model, out_dir / "encoder.safetensors", data.band_names) if (dd.main and out_dir is not None) else None
+    encoder = out_dir / "encoder.safetensors" if (dd.main and out_dir is not None) else None
+    # a resumed, finished pre-training keeps its encoder file: safetensors orders its header anew on every write (same weights, other
+    # bytes, another SHA-256), and the SHA-256 keys the cached features and records which weights a run evaluated
+    if encoder is not None and not (start_epoch == cfg.epochs and encoder.is_file()): export_encoder(model, encoder, data.band_names)
     if dd.world > 1: dist.barrier()
     return PretrainResult(model, history, history[-1]["loss"] if history else float("nan"), ckpt, encoder, normalize, time.time() - t_run)
 
