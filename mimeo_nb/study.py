@@ -368,7 +368,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Run the study's experiment grid (resumable), then regenerate every figure and table.")
     p.add_argument("--profile", default="cpu", choices=list(PROFILES))
     p.add_argument("--data-dir", default="", help="EuroSAT folder (default: MIMEO_EUROSAT, the sample beside the repository, or EuroSAT100)")
-    p.add_argument("--out-dir", default="", help="run folders (default: results/runs of the repository; results/runs-rgb for cpu-rgb)")
+    p.add_argument("--out-dir", default="", help="run folders (default: results/runs of the repository; results/runs-rgb for cpu-rgb, results/runs-gpu-rgb for gpu-rgb)")
     p.add_argument("--only", default="", help="comma-separated grid names (default: all)")
     p.add_argument("--set", default=[], action="append", metavar="FIELD=VALUE", help="override a Config field for every run (repeatable)")
     p.add_argument("--jobs", type=int, default=1, help="experiments run at once (each kernel gets cores / jobs threads)")

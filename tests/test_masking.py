@@ -1,4 +1,4 @@
-"""Per-sample masking (mimeo_nb.masking): MAE parity, exact counts, determinism, keyed noise for resume / DDP, block-wise masks, bad inputs."""
+"""Per-sample masking (mimeo_nb.masking): MAE's specification, exact counts, determinism, keyed noise for resume / DDP, block-wise masks, bad inputs."""
 import math
 
 import matplotlib
@@ -20,21 +20,8 @@ def tokens():
     files = [sorted(c.glob("*.tif"))[0] for c in sorted(p for p in root.iterdir() if p.is_dir())]
     x = torch.from_numpy(np.stack([read_tile(f)[0] for f in files]).astype(np.float32)) / 10000
     N, C, H, W = x.shape
-    p = 8
-    return torch.einsum("nchpwq->nhwpqc", x.reshape(N, C, H // p, p, W // p, p)).reshape(N, (H // p) * (W // p), p * p * C)
-
-
-def mae_random_masking(x, mask_ratio, noise):               # facebookresearch/mae models_mae.py
-    N, L, D = x.shape
-    len_keep = int(L * (1 - mask_ratio))
-    ids_shuffle = torch.argsort(noise, dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :len_keep]
-    x_masked = torch.gather(x, dim=1, index=ids_keep.unsqueeze(-1).repeat(1, 1, D))
-    mask = torch.ones([N, L], device=x.device)
-    mask[:, :len_keep] = 0
-    mask = torch.gather(mask, dim=1, index=ids_restore)
-    return x_masked, mask, ids_restore
+    p = 8                                                   # [N, C, h, w, p, p] -> patches in row-major order, pixels (row, col, band)
+    return x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 4, 5, 1).reshape(N, (H // p) * (W // p), p * p * C)
 
 
 # ---------------------------------------------------------------- counts
@@ -55,12 +42,13 @@ def test_exact_count_in_every_sample(tokens, ratio):
     assert torch.equal(bm.sum(1), torch.full((10,), float(64 - keep)))
 
 
-def test_matches_mae_and_restores_real_patches(tokens):
+def test_keeps_the_least_noisy_patches_and_restores_real_patches(tokens):
+    "MAE's specification: per sample the L_keep patches of least noise are kept, in that order; the mask is 1 on the others."
     noise = torch.rand(10, 64, generator=torch.Generator().manual_seed(0))
-    got = random_masking(tokens, 0.7, noise=noise)
-    for a, b in zip(got, mae_random_masking(tokens, 0.7, noise)):
-        assert torch.equal(a, b)
-    kept, mask, ids_restore = got
+    kept, mask, ids_restore = random_masking(tokens, 0.7, noise=noise)
+    order = [sorted(range(64), key=lambda l: noise[n, l].item()) for n in range(10)]
+    assert torch.equal(kept, torch.stack([tokens[n, order[n][:19]] for n in range(10)]))
+    assert torch.equal(mask, torch.tensor([[float(l not in order[n][:19]) for l in range(64)] for n in range(10)]))
     # the kept tokens are the visible patches of each tile, in MAE's decoder order
     full = torch.cat([kept, torch.zeros(10, 64 - kept.shape[1], tokens.shape[-1])], 1)
     restored = torch.gather(full, 1, ids_restore[..., None].expand(-1, -1, tokens.shape[-1]))
