@@ -14,12 +14,12 @@ from .data import band_table
 
 # %% auto #0
 __all__ = ['CLASSES', 'FRACTIONS', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS',
-           'MAIN_ROWS', 'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'sweep_seconds', 'load_runs', 'find_run', 'accuracy',
-           'strategies_table', 'normalisation_table', 'masking_table', 'loss_table', 'per_class_table', 'confusion',
-           'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions',
-           'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions', 'fig_misclassified', 'merge_units',
-           'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table', 'compare_rows',
-           'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
+           'MAIN_ROWS', 'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs',
+           'find_run', 'accuracy', 'strategies_table', 'normalisation_table', 'masking_table', 'loss_table',
+           'per_class_table', 'confusion', 'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog',
+           'fig_reconstructions', 'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions',
+           'fig_misclassified', 'merge_units', 'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell',
+           'accuracy_table', 'compare_rows', 'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop", "Residential",
@@ -43,10 +43,21 @@ STUDY_PER_CLASS = {
                        "Supervised": [87.33, 96.67, 91.5, 75.2, 93.4, 89.25, 79.2, 90.83, 95.6, 96.17]}, index=CLASSES)}
 
 # %% ../nbs/06_plots.ipynb #d9905e23
+def sweep_wall_seconds(sweeps: list) -> float:
+    """Elapsed time the entries of `sweep.json` cover (each ends at `finished` after `seconds`): the union of their intervals, so units
+    that ran side by side (`jobs` > 1) count once."""
+    import datetime as dt
+    spans = sorted((dt.datetime.fromisoformat(s["finished"]).timestamp() - s["seconds"], dt.datetime.fromisoformat(s["finished"]).timestamp())
+                   for s in sweeps)
+    total, end = 0.0, float("-inf")
+    for a, b in spans:
+        if b > end: total += b - max(a, end); end = b
+    return total
+
 def sweep_seconds(runs_dir, runs: list) -> float:
     "Wall time of the sweeps that made `runs_dir` (`sweep.json`), else the sum of the runs' own times."
     f = Path(runs_dir) / "sweep.json"
-    if f.is_file() and json.loads(f.read_text()).get("wall_seconds"): return float(json.loads(f.read_text())["wall_seconds"])
+    if f.is_file() and json.loads(f.read_text()).get("sweeps"): return sweep_wall_seconds(json.loads(f.read_text())["sweeps"])
     return float(sum(r["meta"]["seconds"] for r in runs))
 
 def load_runs(runs_dir) -> list:

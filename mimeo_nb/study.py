@@ -15,6 +15,7 @@ import mimeo_nb
 from .config import Config, make_config, run_id, pretrain_id, unit_label, EVALUATIONS, PROFILES, config_parser, config_from_args, check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
+from .plots import sweep_wall_seconds
 from .model import load_encoder
 from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device, resolve_precision
 
@@ -333,7 +334,7 @@ def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int
     d = json.loads(f.read_text()) if f.is_file() else dict(profile=profile, sweeps=[])
     if executed: d["sweeps"].append(dict(finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), runs_executed=executed,
                                          seconds=seconds, jobs=jobs, device=device_name(torch.device("cpu"))))
-    d["wall_seconds"] = sum(x["seconds"] for x in d["sweeps"])
+    d["wall_seconds"] = sweep_wall_seconds(d["sweeps"])   # units run side by side count once
     atomic_write_text(f, json.dumps(d, indent=1))
     return d
 
