@@ -14,8 +14,8 @@ import torch
 from .data import BAND_NAMES, SSL4EO, SSL4EO_FILES, atomic_write_text, load_ssl4eo, progress_bar, sample_generator
 
 # %% auto #0
-__all__ = ['RES_M', 'PACK_FORMAT', 'make_ssl4eo_fixture', 'pack_ssl4eo', 'verify_pack', 'PackedSSL4EO', 'rank_batches',
-           'packed_loader', 'main']
+__all__ = ['RES_M', 'PACK_FORMAT', 'make_ssl4eo_fixture', 'file_sha256', 'pack_ssl4eo', 'verify_pack', 'PackedSSL4EO',
+           'rank_batches', 'packed_loader', 'main']
 
 # %% ../nbs/00a_pack.ipynb #367ab7eb
 RES_M = {"B1": 60, "B2": 10, "B3": 10, "B4": 10, "B5": 20, "B6": 20, "B7": 20, "B8": 10, "B8A": 20, "B9": 60, "B10": 60, "B11": 20, "B12": 20}
@@ -43,7 +43,8 @@ def make_ssl4eo_fixture(root, locations: int = 3, seasons: int = 2, grid: int = 
 PACK_FORMAT = "mimeo-ssl4eo-pack/1"
 _READER = SSL4EO([], size=1)
 
-def _sha256(path) -> str:
+def file_sha256(path) -> str:
+    "SHA-256 of a file (a shard; the encoder weights a run evaluated)."
     with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
 
 def _read_one(scene: str, grid: int):
@@ -106,7 +107,7 @@ def pack_ssl4eo(src, dest, grid: int = 264, scenes_per_shard: int = 256, on_erro
             k = len(index["shards"]); name = f"shard-{k:05d}.npy"; tmp = dest / f".{name}.partial"
             with open(tmp, "wb") as f:
                 np.save(f, np.stack(buf)); f.flush(); os.fsync(f.fileno())
-            index["shards"].append(dict(file=name, scenes=len(buf), bytes=tmp.stat().st_size, sha256=_sha256(tmp)))
+            index["shards"].append(dict(file=name, scenes=len(buf), bytes=tmp.stat().st_size, sha256=file_sha256(tmp)))
             os.replace(tmp, dest / name)
             index["samples_bytes"] = _append(dest / "samples.tsv", [[loc, sc, k, i] for i, (loc, sc) in enumerate(rows)])
         if bad: index["skipped_bytes"] = _append(dest / "skipped.tsv", bad)
@@ -150,7 +151,7 @@ def verify_pack(dest, progress: bool = True) -> dict:
         f = dest / s["file"]
         if not f.is_file(): bad.append(f"{s['file']}: missing")
         elif f.stat().st_size != s["bytes"]: bad.append(f"{s['file']}: {f.stat().st_size} bytes, the index records {s['bytes']}")
-        elif _sha256(f) != s["sha256"]: bad.append(f"{s['file']}: SHA-256 differs from the index (damaged)")
+        elif file_sha256(f) != s["sha256"]: bad.append(f"{s['file']}: SHA-256 differs from the index (damaged)")
     with open(dest / "samples.tsv") as f: rows = list(csv.DictReader(f, delimiter="\t"))
     per = np.bincount([int(r["shard"]) for r in rows], minlength=len(index["shards"])) if rows else np.zeros(len(index["shards"]), int)
     if list(per) != [s["scenes"] for s in index["shards"]]: bad.append(f"samples.tsv: {list(per)} rows per shard, the shards hold {[s['scenes'] for s in index['shards']]}")

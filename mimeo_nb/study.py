@@ -16,14 +16,14 @@ from .config import Config, make_config, run_id, pretrain_id, unit_label, EVALUA
 from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
 from .plots import sweep_wall_seconds
+from .pack import file_sha256
 from .model import load_encoder
 from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device, resolve_precision
 
 # %% auto #0
 __all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state',
-           'device_name', 'provenance', 'file_sha256', 'Experiment', 'study_grid', 'rgb_grid', 'run_params',
-           'resolve_unit', 'run_finished', 'run_study', 'default_runs_dir', 'record_sweep', 'kernel_env', 'run_report',
-           'main']
+           'device_name', 'provenance', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit',
+           'run_finished', 'run_study', 'default_runs_dir', 'record_sweep', 'kernel_env', 'run_report', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -55,14 +55,6 @@ def provenance(cfg: Config, tiles: TileSet | None, device: torch.device) -> dict
                                                      bands=list(tiles.band_names), skipped=len(tiles.skipped)))
 
 # %% ../nbs/07_study.ipynb #53533864
-def file_sha256(path) -> str:
-    "SHA-256 of a file: which encoder weights a run evaluated."
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
 class Experiment:
     "One run of the study: pre-training (or reuse), reconstructions, evaluations, and its results folder."
     def __init__(self, cfg: Config, tiles: TileSet | None = None, progress: bool = True):
