@@ -18,57 +18,61 @@ __all__ = ['EVALUATIONS', 'PROFILES', 'NOT_IN_ID', 'EVAL_FIELDS', 'Config', 'che
 # %% ../nbs/03a_config.ipynb #7fae7dc1
 EVALUATIONS = ("linear", "finetune", "knn")
 
+
 @dataclass
 class Config:
     "Every knob of one experiment: data, model, pre-training, evaluation."
-    profile: str = "cpu"            # smoke | cpu | cpu-rgb | gpu-rgb | paper: where the defaults below come from
-    seed: int = 42                  # seeds data splits, initialisation, masks and augmentations
-    device: str = "auto"            # auto | cpu | cuda | cuda:N
-    out_dir: str = ""               # run folders go here ("" = runs/ of this repository; the study passes results/runs)
+
+    profile: str = "cpu"  # smoke | cpu | cpu-rgb | gpu-rgb | paper: where the defaults below come from
+    seed: int = 42  # seeds data splits, initialisation, masks and augmentations
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    out_dir: str = ""  # run folders go here ("" = runs/ of this repository; the study passes results/runs)
     # data
-    data_dir: str = ""              # EuroSAT folder ("" = MIMEO_EUROSAT, the sample beside the repository, or EuroSAT100)
+    data_dir: str = ""  # EuroSAT folder ("" = MIMEO_EUROSAT, the sample beside the repository, or EuroSAT100)
     pretrain_data: str = "eurosat"  # eurosat (training split, labels unused) | ssl4eo
-    ssl4eo_dir: str = ""            # SSL4EO-S12 S2 L1C folder (GeoTIFF release, or packed by mimeo-pack-ssl4eo) when pretrain_data == "ssl4eo"
-    normalisation: str = "scale"    # scale (DN / 10000) | zscore | ssl4eo
-    split: str = "random"           # random (stratified 80/20, the study's) | spatial (by longitude)
+    ssl4eo_dir: str = (
+        ""  # SSL4EO-S12 S2 L1C folder (GeoTIFF release, or packed by mimeo-pack-ssl4eo) when pretrain_data == "ssl4eo"
+    )
+    normalisation: str = "scale"  # scale (DN / 10000) | zscore | ssl4eo
+    split: str = "random"  # random (stratified 80/20, the study's) | spatial (by longitude)
     test_size: float = 0.2
-    max_tiles: int = 0              # use at most this many tiles, stratified (0 = all)
+    max_tiles: int = 0  # use at most this many tiles, stratified (0 = all)
     # model
     preset: str = "vit_tiny_patch8_64"
-    target: str = "hog"             # raw | hog | raw+hog
-    variant: str = "C"              # A-F (two letters for raw+hog, e.g. AC)
-    mask: float = 0.7               # masking ratio
-    loss_on: str = "masked"         # masked | all
+    target: str = "hog"  # raw | hog | raw+hog
+    variant: str = "C"  # A-F (two letters for raw+hog, e.g. AC)
+    mask: float = 0.7  # masking ratio
+    loss_on: str = "masked"  # masked | all
     w_raw: float = 1.0
     w_hog: float = 1.0
-    hog_gradient: str = "sobel"     # sobel (MaskFeat) | central (scikit-image)
-    init: str = "pretrained"        # pretrained | random (the baselines: no pre-training)
+    hog_gradient: str = "sobel"  # sobel (MaskFeat) | central (scikit-image)
+    init: str = "pretrained"  # pretrained | random (the baselines: no pre-training)
     # pre-training
     epochs: int = 30
-    batch_size: int = 64            # per process; lr = base_lr * batch_size * processes * accum_steps / 256
+    batch_size: int = 64  # per process; lr = base_lr * batch_size * processes * accum_steps / 256
     accum_steps: int = 1
     base_lr: float = 1.5e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 3.0
-    clip_grad: float = 0.0          # 0 = no clipping
-    precision: str = "auto"         # auto (bf16 where the hardware has it) | bf16 (autocast, fp32 master weights) | fp32
+    clip_grad: float = 0.0  # 0 = no clipping
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 (autocast, fp32 master weights) | fp32
     compile: bool = False
-    augment: bool = True            # flips, 90-degree rotations, random resized crops (on the device)
-    checkpoint_every: int = 1       # epochs
-    num_workers: int = 0            # data loader workers for SSL4EO
+    augment: bool = True  # flips, 90-degree rotations, random resized crops (on the device)
+    checkpoint_every: int = 1  # epochs
+    num_workers: int = 0  # data loader workers for SSL4EO
     # evaluation
     evaluations: list = field(default_factory=lambda: ["linear", "finetune", "knn"])
     fractions: list = field(default_factory=lambda: [1.0, 0.5, 0.1, 0.01])
     seeds: list = field(default_factory=lambda: [42])
     fraction_method: str = "stratified"  # stratified (nested, >= 1 per class) | study (plain train_test_split)
-    pool: str = "cls"               # cls | mean
+    pool: str = "cls"  # cls | mean
     eval_batch: int = 256
     probe_epochs: int = 50
     probe_lr: float = 0.1
     probe_wd: float = 0.001
     probe_batch: int = 64
     probe_schedule: str = "constant"  # constant (the study's) | cosine
-    ft_recipe: str = "study"        # study (SGD) | mae (AdamW, layer decay, drop path, label smoothing)
+    ft_recipe: str = "study"  # study (SGD) | mae (AdamW, layer decay, drop path, label smoothing)
     ft_epochs: int = 50
     ft_lr: float = 0.01
     ft_wd: float = 0.001
@@ -76,66 +80,151 @@ class Config:
     ft_layer_decay: float = 0.75
     ft_drop_path: float = 0.1
     ft_label_smoothing: float = 0.1
-    ft_head_init: str = "random"    # random (the study's) | probe (LP-FT: start from the linear probe's head)
+    ft_head_init: str = "random"  # random (the study's) | probe (LP-FT: start from the linear probe's head)
     knn_k: int = 20
     knn_t: float = 0.07
-    probe_method: str = "lbfgs"     # lbfgs (logistic regression to convergence, weight decay chosen by cross-validation) | sgd (the study's)
-    probe_wds: list = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1])  # weight decays the lbfgs probe chooses from
-    probe_folds: int = 5            # cross-validation folds on the labelled tiles that choose the probe's weight decay
-    probe_iters: int = 300          # L-BFGS iterations (at most) per fit
-    ft_val: float = 0.1             # share of the labelled tiles held out to choose the epoch (and the lr from ft_lrs); 0: final epoch
-    ft_lrs: list = field(default_factory=list)  # fine-tuning learning rates to choose from on the validation tiles (empty: ft_lr)
-    ft_epoch_scaling: str = "none"  # none | sqrt: at label fraction f, round(ft_epochs / sqrt(f)) epochs (steps grow as sqrt(f))
-    ft_layer_decay_random: float = 1.0  # layer decay when fine-tuning random weights (supervised baseline; 1 = none, as DeiT)
+    # lbfgs (logistic regression to convergence, weight decay chosen by cross-validation) | sgd (the study's)
+    probe_method: str = "lbfgs"
+    probe_wds: list = field(
+        default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    )  # weight decays the lbfgs probe chooses from
+    probe_folds: int = 5  # cross-validation folds on the labelled tiles that choose the probe's weight decay
+    probe_iters: int = 300  # L-BFGS iterations (at most) per fit
+    ft_val: float = (
+        0.1  # share of the labelled tiles held out to choose the epoch (and the lr from ft_lrs); 0: final epoch
+    )
+    ft_lrs: list = field(
+        default_factory=list
+    )  # fine-tuning learning rates to choose from on the validation tiles (empty: ft_lr)
+    ft_epoch_scaling: str = (
+        "none"  # none | sqrt: at label fraction f, round(ft_epochs / sqrt(f)) epochs (steps grow as sqrt(f))
+    )
+    ft_layer_decay_random: float = (
+        1.0  # layer decay when fine-tuning random weights (supervised baseline; 1 = none, as DeiT)
+    )
 
     def validate(self) -> "Config":
         "Check every field; raise `ValueError` naming the field, the value and what is allowed."
-        def bad(name, allowed): raise ValueError(f"{name}={getattr(self, name)!r}; allowed: {allowed}")
+
+        def bad(name, allowed):
+            raise ValueError(f"{name}={getattr(self, name)!r}; allowed: {allowed}")
+
         def choice(name, options):
-            if getattr(self, name) not in options: bad(name, list(options))
+            if getattr(self, name) not in options:
+                bad(name, list(options))
+
         def number(name, lo, hi, lo_open=False, hi_open=False, integer=False):
             v = getattr(self, name)
             ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-            ok = ok and not isinstance(v, bool) and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-            if not ok: bad(name, f"{'an integer' if integer else 'a number'} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
-        choice("profile", PROFILES); choice("pretrain_data", ("eurosat", "ssl4eo")); choice("normalisation", NORMALISATIONS)
-        choice("split", ("random", "spatial")); choice("preset", PRESETS); choice("target", TARGETS); choice("loss_on", ("masked", "all"))
-        choice("hog_gradient", ("sobel", "central")); choice("init", ("pretrained", "random")); choice("precision", ("auto", "bf16", "fp32"))
-        choice("fraction_method", ("stratified", "study")); choice("pool", ("cls", "mean")); choice("probe_schedule", ("constant", "cosine"))
-        choice("ft_recipe", ("study", "mae")); choice("ft_head_init", ("random", "probe"))
-        choice("probe_method", ("lbfgs", "sgd")); choice("ft_epoch_scaling", ("none", "sqrt"))
-        if not (self.device in ("auto", "cpu", "cuda") or (isinstance(self.device, str) and self.device.startswith("cuda:"))):
+            ok = (
+                ok
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and (v > lo if lo_open else v >= lo)
+                and (v < hi if hi_open else v <= hi)
+            )
+            if not ok:
+                bad(
+                    name,
+                    f"{'an integer' if integer else 'a number'} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}",
+                )
+
+        choice("profile", PROFILES)
+        choice("pretrain_data", ("eurosat", "ssl4eo"))
+        choice("normalisation", NORMALISATIONS)
+        choice("split", ("random", "spatial"))
+        choice("preset", PRESETS)
+        choice("target", TARGETS)
+        choice("loss_on", ("masked", "all"))
+        choice("hog_gradient", ("sobel", "central"))
+        choice("init", ("pretrained", "random"))
+        choice("precision", ("auto", "bf16", "fp32"))
+        choice("fraction_method", ("stratified", "study"))
+        choice("pool", ("cls", "mean"))
+        choice("probe_schedule", ("constant", "cosine"))
+        choice("ft_recipe", ("study", "mae"))
+        choice("ft_head_init", ("random", "probe"))
+        choice("probe_method", ("lbfgs", "sgd"))
+        choice("ft_epoch_scaling", ("none", "sqrt"))
+        if not (
+            self.device in ("auto", "cpu", "cuda") or (isinstance(self.device, str) and self.device.startswith("cuda:"))
+        ):
             bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
         for name in ("compile", "augment"):
-            if not isinstance(getattr(self, name), bool): bad(name, "True or False")
-        try: variant_settings(self.target, self.variant)
-        except ValueError as e: raise ValueError(str(e)) from None
-        number("seed", 0, 2**63 - 1, integer=True); number("mask", 0, 1, lo_open=True, hi_open=True)
-        number("test_size", 0, 1, lo_open=True, hi_open=True); number("max_tiles", 0, 10**9, integer=True)
-        number("w_raw", 0, 1e6); number("w_hog", 0, 1e6)
-        number("epochs", 1, 10**6, integer=True); number("batch_size", 1, 10**6, integer=True); number("accum_steps", 1, 10**4, integer=True)
-        number("base_lr", 0, 10, lo_open=True); number("weight_decay", 0, 10); number("warmup_epochs", 0, 10**6)
-        number("clip_grad", 0, 1e6); number("checkpoint_every", 1, 10**6, integer=True); number("num_workers", 0, 256, integer=True)
-        number("eval_batch", 1, 10**6, integer=True); number("probe_epochs", 1, 10**6, integer=True); number("probe_lr", 0, 100, lo_open=True)
-        number("probe_wd", 0, 10); number("probe_batch", 1, 10**6, integer=True); number("ft_epochs", 1, 10**6, integer=True)
-        number("ft_lr", 0, 100, lo_open=True); number("ft_wd", 0, 10); number("ft_batch", 1, 10**6, integer=True)
-        number("ft_layer_decay", 0, 1, lo_open=True); number("ft_drop_path", 0, 1, hi_open=True)
-        number("ft_label_smoothing", 0, 1, hi_open=True); number("knn_k", 1, 10**6, integer=True); number("knn_t", 0, 100, lo_open=True)
-        number("probe_folds", 2, 100, integer=True); number("probe_iters", 1, 10**5, integer=True); number("ft_val", 0, 0.5)
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "True or False")
+        try:
+            variant_settings(self.target, self.variant)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        number("seed", 0, 2**63 - 1, integer=True)
+        number("mask", 0, 1, lo_open=True, hi_open=True)
+        number("test_size", 0, 1, lo_open=True, hi_open=True)
+        number("max_tiles", 0, 10**9, integer=True)
+        number("w_raw", 0, 1e6)
+        number("w_hog", 0, 1e6)
+        number("epochs", 1, 10**6, integer=True)
+        number("batch_size", 1, 10**6, integer=True)
+        number("accum_steps", 1, 10**4, integer=True)
+        number("base_lr", 0, 10, lo_open=True)
+        number("weight_decay", 0, 10)
+        number("warmup_epochs", 0, 10**6)
+        number("clip_grad", 0, 1e6)
+        number("checkpoint_every", 1, 10**6, integer=True)
+        number("num_workers", 0, 256, integer=True)
+        number("eval_batch", 1, 10**6, integer=True)
+        number("probe_epochs", 1, 10**6, integer=True)
+        number("probe_lr", 0, 100, lo_open=True)
+        number("probe_wd", 0, 10)
+        number("probe_batch", 1, 10**6, integer=True)
+        number("ft_epochs", 1, 10**6, integer=True)
+        number("ft_lr", 0, 100, lo_open=True)
+        number("ft_wd", 0, 10)
+        number("ft_batch", 1, 10**6, integer=True)
+        number("ft_layer_decay", 0, 1, lo_open=True)
+        number("ft_drop_path", 0, 1, hi_open=True)
+        number("ft_label_smoothing", 0, 1, hi_open=True)
+        number("knn_k", 1, 10**6, integer=True)
+        number("knn_t", 0, 100, lo_open=True)
+        number("probe_folds", 2, 100, integer=True)
+        number("probe_iters", 1, 10**5, integer=True)
+        number("ft_val", 0, 0.5)
         number("ft_layer_decay_random", 0, 1, lo_open=True)
+
         def numbers(name, lo, lo_open, empty_ok):
             v = getattr(self, name)
-            ok = isinstance(v, (list, tuple)) and (empty_ok or len(v) > 0) and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and (x > lo if lo_open else x >= lo) for x in v)
-            if not ok: bad(name, f"a {'' if empty_ok else 'non-empty '}list of numbers {'>' if lo_open else '>='} {lo}")
-        numbers("probe_wds", 0, False, False); numbers("ft_lrs", 0, True, True)
-        if not (isinstance(self.evaluations, (list, tuple)) and set(self.evaluations) <= set(EVALUATIONS)): bad("evaluations", f"a list drawn from {list(EVALUATIONS)}")
-        if not (isinstance(self.fractions, (list, tuple)) and self.fractions and
-                all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in self.fractions)):
+            ok = (
+                isinstance(v, (list, tuple))
+                and (empty_ok or len(v) > 0)
+                and all(
+                    isinstance(x, (int, float))
+                    and not isinstance(x, bool)
+                    and math.isfinite(x)
+                    and (x > lo if lo_open else x >= lo)
+                    for x in v
+                )
+            )
+            if not ok:
+                bad(name, f"a {'' if empty_ok else 'non-empty '}list of numbers {'>' if lo_open else '>='} {lo}")
+
+        numbers("probe_wds", 0, False, False)
+        numbers("ft_lrs", 0, True, True)
+        if not (isinstance(self.evaluations, (list, tuple)) and set(self.evaluations) <= set(EVALUATIONS)):
+            bad("evaluations", f"a list drawn from {list(EVALUATIONS)}")
+        if not (
+            isinstance(self.fractions, (list, tuple))
+            and self.fractions
+            and all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in self.fractions)
+        ):
             bad("fractions", "a non-empty list of numbers in (0, 1]")
-        if not (isinstance(self.seeds, (list, tuple)) and self.seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds)):
+        if not (
+            isinstance(self.seeds, (list, tuple))
+            and self.seeds
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds)
+        ):
             bad("seeds", "a non-empty list of non-negative integers")
-        if self.pretrain_data == "ssl4eo" and self.init == "pretrained" and not self.ssl4eo_dir: bad("ssl4eo_dir", "a folder when pretrain_data='ssl4eo'")
+        if self.pretrain_data == "ssl4eo" and self.init == "pretrained" and not self.ssl4eo_dir:
+            bad("ssl4eo_dir", "a folder when pretrain_data='ssl4eo'")
         return self
 
     def replace(self, **overrides) -> "Config":
@@ -143,11 +232,15 @@ class Config:
         check_fields(overrides)
         return dataclasses.replace(self, **overrides).validate()
 
-    def to_dict(self) -> dict: return asdict(self)
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         "Rebuild from `to_dict` output (unknown keys raise)."
-        check_fields(d); return cls(**d).validate()
+        check_fields(d)
+        return cls(**d).validate()
+
 
 def check_fields(names) -> None:
     "Raise `ValueError` for any name that is not a `Config` field, suggesting the closest ones."
@@ -155,27 +248,93 @@ def check_fields(names) -> None:
     for n in names:
         if n not in known:
             close = difflib.get_close_matches(n, known, n=3)
-            raise ValueError(f"unknown config field {n!r}" + (f" (did you mean {close}?)" if close else "") + f"; allowed: {known}")
+            raise ValueError(
+                f"unknown config field {n!r}" + (f" (did you mean {close}?)" if close else "") + f"; allowed: {known}"
+            )
 
 # %% ../nbs/03a_config.ipynb #50fb00cf
 PROFILES = {
-    "smoke": dict(max_tiles=100, epochs=1, batch_size=32, warmup_epochs=0, probe_epochs=3, ft_epochs=1, ft_batch=32,
-                  fractions=[1.0, 0.1], eval_batch=128, knn_k=5),
-    "cpu": dict(epochs=30, batch_size=32, base_lr=1.5e-3, warmup_epochs=3, probe_epochs=100, probe_lr=0.1, ft_epochs=6,
-                ft_batch=32, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe"),
-    "cpu-rgb": dict(epochs=10, batch_size=64, base_lr=1.5e-3, warmup_epochs=1, precision="fp32", ft_epochs=4, ft_epoch_scaling="sqrt",
-                    ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe", checkpoint_every=1, eval_batch=512, pool="mean"),
-    "gpu-rgb": dict(epochs=100, batch_size=256, base_lr=1.5e-4, warmup_epochs=10, precision="auto", ft_epochs=50, ft_epoch_scaling="none",
-                    ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe", checkpoint_every=5, eval_batch=1024, pool="mean",
-                    device="cuda"),
-    "paper": dict(preset="vit_small_patch16_224", pretrain_data="ssl4eo", epochs=100, batch_size=256, base_lr=1.5e-4,
-                  warmup_epochs=10, weight_decay=0.05, probe_epochs=50, ft_epochs=50, ft_batch=64, checkpoint_every=5,
-                  num_workers=8, fraction_method="study"),
+    "smoke": dict(
+        max_tiles=100,
+        epochs=1,
+        batch_size=32,
+        warmup_epochs=0,
+        probe_epochs=3,
+        ft_epochs=1,
+        ft_batch=32,
+        fractions=[1.0, 0.1],
+        eval_batch=128,
+        knn_k=5,
+    ),
+    "cpu": dict(
+        epochs=30,
+        batch_size=32,
+        base_lr=1.5e-3,
+        warmup_epochs=3,
+        probe_epochs=100,
+        probe_lr=0.1,
+        ft_epochs=6,
+        ft_batch=32,
+        ft_recipe="mae",
+        ft_lr=3e-4,
+        ft_head_init="probe",
+    ),
+    "cpu-rgb": dict(
+        epochs=10,
+        batch_size=64,
+        base_lr=1.5e-3,
+        warmup_epochs=1,
+        precision="fp32",
+        ft_epochs=4,
+        ft_epoch_scaling="sqrt",
+        ft_batch=64,
+        ft_recipe="mae",
+        ft_lr=3e-4,
+        ft_head_init="probe",
+        checkpoint_every=1,
+        eval_batch=512,
+        pool="mean",
+    ),
+    "gpu-rgb": dict(
+        epochs=100,
+        batch_size=256,
+        base_lr=1.5e-4,
+        warmup_epochs=10,
+        precision="auto",
+        ft_epochs=50,
+        ft_epoch_scaling="none",
+        ft_batch=64,
+        ft_recipe="mae",
+        ft_lr=3e-4,
+        ft_head_init="probe",
+        checkpoint_every=5,
+        eval_batch=1024,
+        pool="mean",
+        device="cuda",
+    ),
+    "paper": dict(
+        preset="vit_small_patch16_224",
+        pretrain_data="ssl4eo",
+        epochs=100,
+        batch_size=256,
+        base_lr=1.5e-4,
+        warmup_epochs=10,
+        weight_decay=0.05,
+        probe_epochs=50,
+        ft_epochs=50,
+        ft_batch=64,
+        checkpoint_every=5,
+        num_workers=8,
+        fraction_method="study",
+    ),
 }
 
+
 def make_config(profile: str = "cpu", **overrides) -> Config:
-    "The validated `Config` of `profile` with `overrides` (`None` values are ignored, so unset papermill parameters keep the profile's)."
-    if profile not in PROFILES: raise ValueError(f"profile={profile!r}; allowed: {list(PROFILES)}")
+    """The validated `Config` of `profile` with `overrides` (`None` values are ignored, so unset papermill parameters
+    keep the profile's)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r}; allowed: {list(PROFILES)}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     check_fields(overrides)
     return Config(profile=profile, **{**PROFILES[profile], **overrides}).validate()
@@ -183,33 +342,46 @@ def make_config(profile: str = "cpu", **overrides) -> Config:
 # %% ../nbs/03a_config.ipynb #34b57e2a
 from pathlib import Path
 
+
 def repo_root(start=None) -> Path | None:
-    "The repository this code runs in (the folder holding `settings.ini` and `nbs/`), searched upwards from `start` or the working folder."
+    """The repository this code runs in (the folder holding `settings.ini` and `nbs/`), searched upwards from `start` or
+    the working folder."""
     here = Path(start or Path.cwd()).resolve()
     for d in [here, *here.parents]:
-        if (d / "settings.ini").is_file() and (d / "nbs").is_dir(): return d
+        if (d / "settings.ini").is_file() and (d / "nbs").is_dir():
+            return d
     return None
 
+
 def results_root() -> Path:
-    "`results/` of this repository (else of the working folder): the study's run folders, its figures, tables and report."
+    """`results/` of this repository (else of the working folder): the study's run folders, its figures, tables and
+    report."""
     return (repo_root() or Path.cwd()) / "results"
 
+
 def default_out_dir() -> Path:
-    "Where one experiment writes its run folder when `out_dir` is empty: `runs/` of this repository (git-ignored; the report never reads it)."
+    """Where one experiment writes its run folder when `out_dir` is empty: `runs/` of this repository (git-ignored; the
+    report never reads it)."""
     return (repo_root() or Path.cwd()) / "runs"
 
 # %% ../nbs/03a_config.ipynb #97ea9607
 NOT_IN_ID = {"profile", "out_dir", "device", "num_workers", "data_dir", "ssl4eo_dir", "compile"}
-EVAL_FIELDS = {"evaluations", "fractions", "seeds", "fraction_method", "pool", "eval_batch", "knn_k", "knn_t"} | \
-              {f.name for f in fields(Config) if f.name.startswith(("probe_", "ft_"))}
+EVAL_FIELDS = {"evaluations", "fractions", "seeds", "fraction_method", "pool", "eval_batch", "knn_k", "knn_t"} | {
+    f.name for f in fields(Config) if f.name.startswith(("probe_", "ft_"))
+}
 
-def _digest(d: dict) -> str: return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+def _digest(d: dict) -> str:
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
 
 def pretrain_id(cfg: Config) -> str:
     "Identity of the pre-training `cfg` describes (readable prefix + hash of the pre-training fields)."
     d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID | EVAL_FIELDS}
-    if cfg.init == "random": return f"random-{cfg.preset}-s{cfg.seed}"
+    if cfg.init == "random":
+        return f"random-{cfg.preset}-s{cfg.seed}"
     return f"{cfg.target.replace('+', '')}-{cfg.variant}-m{cfg.mask:g}-{_digest(d)}"
+
 
 def run_id(cfg: Config, data_fingerprint: str = "") -> str:
     "Identity of the whole run (pre-training, evaluations and the data's fingerprint)."
@@ -217,13 +389,19 @@ def run_id(cfg: Config, data_fingerprint: str = "") -> str:
     prefix = "baseline" if cfg.init == "random" else f"{cfg.target.replace('+', '')}-{cfg.variant}-m{cfg.mask:g}"
     return f"{prefix}{unit_label(cfg)}-{_digest({**d, 'data': data_fingerprint})}"
 
+
 def unit_label(cfg: Config) -> str:
-    "What part of an experiment a run holds, for its folder name: '' (all of it), '-pretrain', or e.g. '-finetune-f0.1-s43'."
-    if not cfg.evaluations: return "-pretrain"
-    if set(cfg.evaluations) == set(EVALUATIONS) and not cfg.ft_lrs: return ""
+    """What part of an experiment a run holds, for its folder name: '' (all of it), '-pretrain', or e.g.
+    '-finetune-f0.1-s43'."""
+    if not cfg.evaluations:
+        return "-pretrain"
+    if set(cfg.evaluations) == set(EVALUATIONS) and not cfg.ft_lrs:
+        return ""
     label = "-" + "-".join(cfg.evaluations)
-    if len(cfg.fractions) == 1: label += f"-f{cfg.fractions[0]:g}"
-    if len(cfg.seeds) == 1: label += f"-s{cfg.seeds[0]}"
+    if len(cfg.fractions) == 1:
+        label += f"-f{cfg.fractions[0]:g}"
+    if len(cfg.seeds) == 1:
+        label += f"-s{cfg.seeds[0]}"
     return label + ("-lrsearch" if len(cfg.ft_lrs) > 1 else "")
 
 # %% ../nbs/03a_config.ipynb #ec631a54
@@ -233,11 +411,16 @@ def _parse_value(f, text: str):
         items = [t for t in text.split(",") if t.strip()]
         return [float(t) if f.name == "fractions" else int(t) if f.name == "seeds" else t.strip() for t in items]
     if typ is bool:
-        if text.lower() in ("1", "true", "yes"): return True
-        if text.lower() in ("0", "false", "no"): return False
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
         raise ValueError(f"{f.name}={text!r}; allowed: true or false")
-    try: return typ(text)
-    except ValueError: raise ValueError(f"{f.name}={text!r}; allowed: a value of type {typ.__name__}") from None
+    try:
+        return typ(text)
+    except ValueError:
+        raise ValueError(f"{f.name}={text!r}; allowed: a value of type {typ.__name__}") from None
+
 
 def config_parser(description: str = "") -> argparse.ArgumentParser:
     "An argument parser with one `--field` option per `Config` field (defaults: the profile's)."
@@ -246,8 +429,11 @@ def config_parser(description: str = "") -> argparse.ArgumentParser:
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=f.name.upper())
     return p
 
+
 def config_from_args(args: argparse.Namespace) -> Config:
     "The validated `Config` of parsed `config_parser` arguments."
     types = {f.name: f for f in fields(Config)}
-    given = {k: _parse_value(types[k], v) for k, v in vars(args).items() if k in types and v is not None and k != "profile"}
+    given = {
+        k: _parse_value(types[k], v) for k, v in vars(args).items() if k in types and v is not None and k != "profile"
+    }
     return make_config(args.profile or "cpu", **given)

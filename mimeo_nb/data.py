@@ -25,187 +25,276 @@ __all__ = ['PROGRESS_MODES', 'S2_BANDS', 'BAND_NAMES', 'EUROSAT_FILE_ORDER', 'EU
 # %% ../nbs/00_data.ipynb #9465d8a7
 PROGRESS_MODES = ("auto", "text", "off")
 
+
 def progress_bar(iterable=None, **kwargs):
-    "A `tqdm` bar: a widget in a Jupyter kernel, text elsewhere; `MIMEO_PROGRESS` = auto | text | off overrides the choice."
+    """A `tqdm` bar: a widget in a Jupyter kernel, text elsewhere; `MIMEO_PROGRESS` = auto | text | off overrides the
+    choice."""
     mode = os.environ.get("MIMEO_PROGRESS", "auto") or "auto"
-    if mode not in PROGRESS_MODES: raise ValueError(f"MIMEO_PROGRESS={mode!r}: expected one of {PROGRESS_MODES}")
-    if mode == "off": kwargs["disable"] = True
-    if mode == "auto": from tqdm.auto import tqdm
-    else: from tqdm.std import tqdm
+    if mode not in PROGRESS_MODES:
+        raise ValueError(f"MIMEO_PROGRESS={mode!r}: expected one of {PROGRESS_MODES}")
+    if mode == "off":
+        kwargs["disable"] = True
+    if mode == "auto":
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
     return tqdm(iterable, **kwargs)
 
 # %% ../nbs/00_data.ipynb #f9dc9c59
 class Band(NamedTuple):
     "One Sentinel-2 MSI band: name, description, native resolution (m), central wavelength (nm)."
+
     name: str
     description: str
     resolution: int
     wavelength: int
 
+
 S2_BANDS = (
-    Band("B01", "Aerosols", 60, 443), Band("B02", "Blue", 10, 490), Band("B03", "Green", 10, 560),
-    Band("B04", "Red", 10, 665), Band("B05", "Red edge 1", 20, 705), Band("B06", "Red edge 2", 20, 740),
-    Band("B07", "Red edge 3", 20, 783), Band("B08", "NIR", 10, 842), Band("B8A", "Red edge 4", 20, 865),
-    Band("B09", "Water vapour", 60, 945), Band("B10", "Cirrus", 60, 1375), Band("B11", "SWIR 1", 20, 1610),
-    Band("B12", "SWIR 2", 20, 2190))
+    Band("B01", "Aerosols", 60, 443),
+    Band("B02", "Blue", 10, 490),
+    Band("B03", "Green", 10, 560),
+    Band("B04", "Red", 10, 665),
+    Band("B05", "Red edge 1", 20, 705),
+    Band("B06", "Red edge 2", 20, 740),
+    Band("B07", "Red edge 3", 20, 783),
+    Band("B08", "NIR", 10, 842),
+    Band("B8A", "Red edge 4", 20, 865),
+    Band("B09", "Water vapour", 60, 945),
+    Band("B10", "Cirrus", 60, 1375),
+    Band("B11", "SWIR 1", 20, 1610),
+    Band("B12", "SWIR 2", 20, 2190),
+)
 BAND_NAMES = tuple(b.name for b in S2_BANDS)  # canonical order: B01..B08, B8A, B09..B12
 EUROSAT_FILE_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
 EUROSAT_TO_CANONICAL = tuple(EUROSAT_FILE_ORDER.index(n) for n in BAND_NAMES)  # file band index for each canonical band
 RGB_BANDS = ("B04", "B03", "B02")
 
+
 def rgb_indices(band_names: Sequence[str] = BAND_NAMES) -> tuple:
     "Indices of B04, B03, B02 (red, green, blue) in `band_names`."
     missing = [b for b in RGB_BANDS if b not in band_names]
-    if missing: raise ValueError(f"band_names {tuple(band_names)} lack {missing}; an RGB composite needs {RGB_BANDS}")
+    if missing:
+        raise ValueError(f"band_names {tuple(band_names)} lack {missing}; an RGB composite needs {RGB_BANDS}")
     return tuple(list(band_names).index(b) for b in RGB_BANDS)
+
 
 def band_table():
     "The 13 Sentinel-2 bands as a `pandas.DataFrame`, canonical order, with each band's index in EuroSAT files."
     import pandas as pd
-    return pd.DataFrame([dict(band=b.name, description=b.description, resolution_m=b.resolution,
-                              wavelength_nm=b.wavelength, eurosat_file_index=EUROSAT_FILE_ORDER.index(b.name))
-                         for b in S2_BANDS])
+
+    return pd.DataFrame(
+        [
+            dict(
+                band=b.name,
+                description=b.description,
+                resolution_m=b.resolution,
+                wavelength_nm=b.wavelength,
+                eurosat_file_index=EUROSAT_FILE_ORDER.index(b.name),
+            )
+            for b in S2_BANDS
+        ]
+    )
 
 # %% ../nbs/00_data.ipynb #c5d5cb6a
 def cache_home() -> Path:
     "Where caches and downloads go: `$MIMEO_CACHE`, else `~/.cache/mimeo_nb`."
     return Path(os.environ.get("MIMEO_CACHE") or Path.home() / ".cache" / "mimeo_nb")
 
+
 def find_data(required: bool = False) -> Path | None:
-    "The folder of sample data sets: `$MIMEO_DATA`, else `shared/data` beside the repository (searched upwards from here)."
+    """The folder of sample data sets: `$MIMEO_DATA`, else `shared/data` beside the repository (searched upwards from
+    here)."""
     env = os.environ.get("MIMEO_DATA")
     if env:
         p = Path(env).expanduser()
-        if not p.is_dir(): raise ValueError(f"MIMEO_DATA={env!r} is not a folder; point it at the folder holding eurosat-ms-sample/")
+        if not p.is_dir():
+            raise ValueError(f"MIMEO_DATA={env!r} is not a folder; point it at the folder holding eurosat-ms-sample/")
         return p.resolve()
     here = [Path.cwd()] + ([Path(__file__).resolve().parent] if "__file__" in globals() else [])
     for start in here:
         for d in (start, *start.parents):
-            if (d / "shared" / "data").is_dir(): return (d / "shared" / "data").resolve()
-    if required: raise ValueError("no sample data found: set MIMEO_DATA to the folder holding eurosat-ms-sample/ "
-                                  "(or MIMEO_EUROSAT to a EuroSAT folder)")
+            if (d / "shared" / "data").is_dir():
+                return (d / "shared" / "data").resolve()
+    if required:
+        raise ValueError(
+            "no sample data found: set MIMEO_DATA to the folder holding eurosat-ms-sample/ "
+            "(or MIMEO_EUROSAT to a EuroSAT folder)"
+        )
     return None
 
 # %% ../nbs/00_data.ipynb #73e80883
 TIF_EXT, JPG_EXT = (".tif", ".tiff"), (".jpg", ".jpeg", ".png")
 NESTED_EUROSAT = Path("ds/images/remote_sensing/otherDatasets/sentinel_2/tif")
 
-def _is_tile(name: str) -> bool: return os.path.splitext(name)[1].lower() in TIF_EXT + JPG_EXT
+
+def _is_tile(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in TIF_EXT + JPG_EXT
+
 
 def _tile_entries(folder: Path) -> list:
     "The tile files of `folder` as `os.DirEntry`s, sorted by name (one directory read; file types come with it)."
-    with os.scandir(folder) as it: return sorted((e for e in it if _is_tile(e.name) and e.is_file()), key=lambda e: e.name)
+    with os.scandir(folder) as it:
+        return sorted((e for e in it if _is_tile(e.name) and e.is_file()), key=lambda e: e.name)
 
-def _tile_files(folder: Path) -> list: return [Path(e.path) for e in _tile_entries(folder)]
+
+def _tile_files(folder: Path) -> list:
+    return [Path(e.path) for e in _tile_entries(folder)]
+
 
 def _has_tiles(folder: Path) -> bool:
-    with os.scandir(folder) as it: return any(_is_tile(e.name) and e.is_file() for e in it)
+    with os.scandir(folder) as it:
+        return any(_is_tile(e.name) and e.is_file() for e in it)
+
 
 def _class_dirs(folder: Path) -> list:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
+
 def find_class_root(root) -> Path:
-    "The folder whose sub-folders are EuroSAT's classes: `root` itself, its nested archive layout, or the first such folder below it."
+    """The folder whose sub-folders are EuroSAT's classes: `root` itself, its nested archive layout, or the first such
+    folder below it."""
     root = Path(root).expanduser()
-    if not root.is_dir(): raise ValueError(f"EuroSAT root {str(root)!r} is not a folder")
-    def has_tiles(d): return any(_has_tiles(c) for c in _class_dirs(d))
+    if not root.is_dir():
+        raise ValueError(f"EuroSAT root {str(root)!r} is not a folder")
+
+    def has_tiles(d):
+        return any(_has_tiles(c) for c in _class_dirs(d))
+
     for cand in (root, root / NESTED_EUROSAT, *(p / NESTED_EUROSAT for p in _class_dirs(root))):
-        if cand.is_dir() and has_tiles(cand): return cand
+        if cand.is_dir() and has_tiles(cand):
+            return cand
     for d, dirs, _ in os.walk(root):
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        if has_tiles(Path(d)): return Path(d)
-    raise ValueError(f"EuroSAT root {str(root)!r} has no class folders with tiles: expected <root>/<Class>/<Class>_<n>.tif "
-                     f"(or .jpg), or the archive layout {NESTED_EUROSAT}/<Class>/")
+        if has_tiles(Path(d)):
+            return Path(d)
+    raise ValueError(
+        f"EuroSAT root {str(root)!r} has no class folders with tiles: expected <root>/<Class>/<Class>_<n>.tif "
+        f"(or .jpg), or the archive layout {NESTED_EUROSAT}/<Class>/"
+    )
 
 # %% ../nbs/00_data.ipynb #826d002c
 @dataclass
 class TileSet:
-    "Labelled tiles in canonical band order: `images` `[N, C, H, W]` (uint16 or uint8, memory-mapped from the cache), `labels` `[N]`."
+    """Labelled tiles in canonical band order: `images` `[N, C, H, W]` (uint16 or uint8, memory-mapped from the cache),
+    `labels` `[N]`."""
+
     images: np.ndarray
     labels: np.ndarray
     classes: list
-    paths: list            # relative to `root`
-    crs: list              # per tile ("" when not georeferenced)
-    lonlat: np.ndarray     # [N, 2] centre longitude/latitude (NaN when not georeferenced)
+    paths: list  # relative to `root`
+    crs: list  # per tile ("" when not georeferenced)
+    lonlat: np.ndarray  # [N, 2] centre longitude/latitude (NaN when not georeferenced)
     band_names: tuple
-    scale: float           # digital numbers per unit reflectance (10000) or per unit intensity (255)
+    scale: float  # digital numbers per unit reflectance (10000) or per unit intensity (255)
     root: Path
     fingerprint: str = ""  # SHA-1 of the tiles' relative paths and contents (`content_fingerprint`)
     from_cache: bool = False
     skipped: list = field(default_factory=list)  # (path, reason) of every tile left out with on_error="skip"
 
-    def __len__(self): return len(self.labels)
+    def __len__(self):
+        return len(self.labels)
+
     def __repr__(self):
-        return (f"TileSet({len(self)} tiles, {len(self.classes)} classes, images {tuple(self.images.shape)} {self.images.dtype}, "
-                f"bands {','.join(self.band_names)}, root={str(self.root)!r}, from_cache={self.from_cache}, skipped={len(self.skipped)})")
+        return (
+            f"TileSet({len(self)} tiles, {len(self.classes)} classes, "
+            f"images {tuple(self.images.shape)} {self.images.dtype}, bands {','.join(self.band_names)}, "
+            f"root={str(self.root)!r}, from_cache={self.from_cache}, skipped={len(self.skipped)})"
+        )
+
     def class_counts(self) -> dict:
         "Tiles per class name."
         return {c: int(n) for c, n in zip(self.classes, np.bincount(self.labels, minlength=len(self.classes)))}
 
 # %% ../nbs/00_data.ipynb #412a5e2a
 def read_tile(path, size: int = 64):
-    "Decode one tile into `(array [C, size, size] in canonical order, crs, centre x, centre y)`; `ValueError` naming the file if it is bad."
+    """Decode one tile into `(array [C, size, size] in canonical order, crs, centre x, centre y)`; `ValueError` naming
+    the file if it is bad."""
     path = Path(path)
     if path.suffix.lower() in JPG_EXT:
         from PIL import Image, UnidentifiedImageError
+
         try:
-            with Image.open(path) as im: mode, a = im.mode, np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
-        except (OSError, UnidentifiedImageError) as e: raise ValueError(f"{path}: cannot decode image ({e})") from None
-        if mode != "RGB": raise ValueError(f"{path}: image mode {mode}, expected RGB (bands B04, B03, B02)")
-        if a.shape[:2] != (size, size): raise ValueError(f"{path}: size {a.shape[1]}x{a.shape[0]}, expected {size}x{size}")
+            with Image.open(path) as im:
+                mode, a = im.mode, np.asarray(im.convert("RGB") if im.mode != "RGB" else im)
+        except (OSError, UnidentifiedImageError) as e:
+            raise ValueError(f"{path}: cannot decode image ({e})") from None
+        if mode != "RGB":
+            raise ValueError(f"{path}: image mode {mode}, expected RGB (bands B04, B03, B02)")
+        if a.shape[:2] != (size, size):
+            raise ValueError(f"{path}: size {a.shape[1]}x{a.shape[0]}, expected {size}x{size}")
         return np.ascontiguousarray(a.transpose(2, 0, 1)), "", np.nan, np.nan
     import rasterio
     from rasterio.errors import RasterioIOError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             with rasterio.open(path) as src:
-                if src.count != 13: raise ValueError(f"{path}: {src.count} bands, expected 13 (EuroSAT-MS: B01..B12, B8A)")
+                if src.count != 13:
+                    raise ValueError(f"{path}: {src.count} bands, expected 13 (EuroSAT-MS: B01..B12, B8A)")
                 if (src.height, src.width) != (size, size):
                     raise ValueError(f"{path}: size {src.width}x{src.height}, expected {size}x{size}")
-                if src.dtypes[0] != "uint16": raise ValueError(f"{path}: dtype {src.dtypes[0]}, expected uint16")
+                if src.dtypes[0] != "uint16":
+                    raise ValueError(f"{path}: dtype {src.dtypes[0]}, expected uint16")
                 a = src.read()
                 crs = src.crs.to_string() if src.crs else ""
                 t = src.transform  # centre of the tile in CRS coordinates
-                x, y = t.c + t.a * src.width / 2 + t.b * src.height / 2, t.f + t.d * src.width / 2 + t.e * src.height / 2
-    except RasterioIOError as e: raise ValueError(f"{path}: cannot read GeoTIFF ({e})") from None
+                x, y = (
+                    t.c + t.a * src.width / 2 + t.b * src.height / 2,
+                    t.f + t.d * src.width / 2 + t.e * src.height / 2,
+                )
+    except RasterioIOError as e:
+        raise ValueError(f"{path}: cannot read GeoTIFF ({e})") from None
     return a[list(EUROSAT_TO_CANONICAL)], crs, (x if crs else np.nan), (y if crs else np.nan)
 
 # %% ../nbs/00_data.ipynb #0df4f11e
 def _stat_key(entries: list) -> str:
-    "SHA-1 of every tile's relative path, size and modification time (`entries`: `(relative path, os.DirEntry)`): is the cache current?"
+    """SHA-1 of every tile's relative path, size and modification time (`entries`: `(relative path, os.DirEntry)`): is
+    the cache current?"""
     h = hashlib.sha1()
     for rel, e in entries:
-        st = e.stat(); h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        st = e.stat()
+        h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
+
 def content_fingerprint(entries: list) -> str:
-    """SHA-1 of every tile's relative path and the SHA-1 of its bytes (`entries`: `(relative path, path or os.DirEntry)`): the data's
-    identity in run ids. The same files give the same fingerprint on any machine, whatever their modification times."""
+    """SHA-1 of every tile's relative path and the SHA-1 of its bytes (`entries`: `(relative path, path or
+    os.DirEntry)`): the data's identity in run ids. The same files give the same fingerprint on any machine, whatever
+    their modification times."""
     h = hashlib.sha1()
     for rel, e in entries:
-        with open(getattr(e, "path", e), "rb") as f: h.update(f"{rel}\t{hashlib.sha1(f.read()).hexdigest()}\n".encode())
+        with open(getattr(e, "path", e), "rb") as f:
+            h.update(f"{rel}\t{hashlib.sha1(f.read()).hexdigest()}\n".encode())
     return h.hexdigest()
+
 
 def _atomic_write_bytes(path: Path, write) -> None:
     "Call `write(file)` on a temporary file beside `path`, then rename it onto `path`."
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f: write(f)
-        umask = os.umask(0); os.umask(umask)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        umask = os.umask(0)
+        os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the final file the usual permissions
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
 
 def atomic_write_text(path, text: str) -> None:
     "Write `text` to `path` atomically (temporary file in the same folder, then rename)."
     _atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
 
+
 def _lonlat(crs: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     "Centre longitude/latitude, one coordinate transform per distinct CRS."
     from rasterio.warp import transform
+
     out = np.full((len(crs), 2), np.nan)
     crs_arr = np.array(crs, dtype=object)
     for c in sorted(set(crs) - {""}):
@@ -216,103 +305,168 @@ def _lonlat(crs: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # %% ../nbs/00_data.ipynb #56d8c191
 def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, progress: bool = True) -> TileSet:
-    "Load EuroSAT (MS GeoTIFF or RGB JPEG) from `root` into a `TileSet`, via the array cache (`cache_dir=False` disables it)."
-    if on_error not in ("raise", "skip"): raise ValueError(f"on_error={on_error!r}; allowed: 'raise', 'skip'")
+    """Load EuroSAT (MS GeoTIFF or RGB JPEG) from `root` into a `TileSet`, via the array cache (`cache_dir=False`
+    disables it)."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error={on_error!r}; allowed: 'raise', 'skip'")
     base = find_class_root(root)
     class_dirs = _class_dirs(base)
     entries, labels, skipped = [], [], []
     for k, d in enumerate(class_dirs):
         es = _tile_entries(d)
         if not es:
-            if on_error == "raise": raise ValueError(f"class folder {str(d)!r} holds no tiles (expected *.tif or *.jpg)")
+            if on_error == "raise":
+                raise ValueError(f"class folder {str(d)!r} holds no tiles (expected *.tif or *.jpg)")
             skipped.append((d.name, "empty class folder"))
-        entries += [(f"{d.name}/{e.name}", e) for e in es]; labels += [k] * len(es)
+        entries += [(f"{d.name}/{e.name}", e) for e in es]
+        labels += [k] * len(es)
     exts = {os.path.splitext(rel)[1].lower() in JPG_EXT for rel, _ in entries}
-    if len(exts) > 1: raise ValueError(f"{str(base)!r} mixes GeoTIFF and JPEG tiles; expected one kind")
+    if len(exts) > 1:
+        raise ValueError(f"{str(base)!r} mixes GeoTIFF and JPEG tiles; expected one kind")
     rgb = exts == {True}
     classes = [d.name for d in class_dirs]
     key = _stat_key(entries)
     cache = None
     if cache_dir is not False:
-        cache = Path(cache_dir or cache_home() / "eurosat").expanduser() / f"{base.name}-{hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:10]}"
+        cache = (
+            Path(cache_dir or cache_home() / "eurosat").expanduser()
+            / f"{base.name}-{hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:10]}"
+        )
         idx_file = cache / "index.json"
         if idx_file.is_file():
             idx = json.loads(idx_file.read_text())
             if idx.get("stat_key") == key and idx.get("size") == size and idx.get("on_error") == on_error:
-                return _from_index(idx, np.load(cache / "images.npy", mmap_mode="r"), base, idx["fingerprint"], from_cache=True)
+                return _from_index(
+                    idx, np.load(cache / "images.npy", mmap_mode="r"), base, idx["fingerprint"], from_cache=True
+                )
     files = [Path(e.path) for _, e in entries]
     n, c = len(files), (3 if rgb else 13)
     images = np.empty((n, c, size, size), np.uint8 if rgb else np.uint16)
     crs, xs, ys, keep = [""] * n, np.full(n, np.nan), np.full(n, np.nan), np.ones(n, bool)
-    for i, p in enumerate(progress_bar(files, desc=f"decoding {base.name}", unit="tile", disable=not progress, leave=False)):
-        try: images[i], crs[i], xs[i], ys[i] = read_tile(p, size)
+    for i, p in enumerate(
+        progress_bar(files, desc=f"decoding {base.name}", unit="tile", disable=not progress, leave=False)
+    ):
+        try:
+            images[i], crs[i], xs[i], ys[i] = read_tile(p, size)
         except ValueError as e:
-            if on_error == "raise": raise
-            keep[i] = False; skipped.append((p.relative_to(base).as_posix(), str(e).split(": ", 1)[-1]))
-    if not keep.all(): images, crs, xs, ys = images[keep], [c_ for c_, k in zip(crs, keep) if k], xs[keep], ys[keep]
+            if on_error == "raise":
+                raise
+            keep[i] = False
+            skipped.append((p.relative_to(base).as_posix(), str(e).split(": ", 1)[-1]))
+    if not keep.all():
+        images, crs, xs, ys = images[keep], [c_ for c_, k in zip(crs, keep) if k], xs[keep], ys[keep]
     files = [p for p, k in zip(files, keep) if k]
     labels = np.asarray(labels, np.int64)[keep]
     if skipped:
-        warnings.warn(f"load_eurosat skipped {len(skipped)} item(s) under {base}: " +
-                      "; ".join(f"{p} ({r})" for p, r in skipped[:5]) + (" ..." if len(skipped) > 5 else "") + " (see .skipped)")
-    if not len(files): raise ValueError(f"no readable tiles under {str(base)!r}")
+        warnings.warn(
+            f"load_eurosat skipped {len(skipped)} item(s) under {base}: "
+            + "; ".join(f"{p} ({r})" for p, r in skipped[:5])
+            + (" ..." if len(skipped) > 5 else "")
+            + " (see .skipped)"
+        )
+    if not len(files):
+        raise ValueError(f"no readable tiles under {str(base)!r}")
     fp = content_fingerprint(entries)
-    idx = dict(stat_key=key, fingerprint=fp, size=size, on_error=on_error, classes=classes, labels=labels.tolist(),
-               paths=[p.relative_to(base).as_posix() for p in files], crs=crs, lonlat=_lonlat(crs, xs, ys).tolist(),
-               band_names=list(RGB_BANDS if rgb else BAND_NAMES), scale=255.0 if rgb else 10000.0, skipped=skipped)
+    idx = dict(
+        stat_key=key,
+        fingerprint=fp,
+        size=size,
+        on_error=on_error,
+        classes=classes,
+        labels=labels.tolist(),
+        paths=[p.relative_to(base).as_posix() for p in files],
+        crs=crs,
+        lonlat=_lonlat(crs, xs, ys).tolist(),
+        band_names=list(RGB_BANDS if rgb else BAND_NAMES),
+        scale=255.0 if rgb else 10000.0,
+        skipped=skipped,
+    )
     if cache is not None:
         _atomic_write_bytes(cache / "images.npy", lambda f: np.save(f, images))
         atomic_write_text(cache / "index.json", json.dumps(idx))
         images = np.load(cache / "images.npy", mmap_mode="r")
     return _from_index(idx, images, base, fp, from_cache=False)
 
+
 def _from_index(idx: dict, images, base, fp, from_cache) -> TileSet:
-    return TileSet(images=images, labels=np.asarray(idx["labels"], np.int64), classes=list(idx["classes"]), paths=list(idx["paths"]),
-                   crs=list(idx["crs"]), lonlat=np.asarray(idx["lonlat"], np.float64).reshape(-1, 2),
-                   band_names=tuple(idx["band_names"]), scale=float(idx["scale"]), root=Path(base), fingerprint=fp,
-                   from_cache=from_cache, skipped=[tuple(s) for s in idx["skipped"]])
+    return TileSet(
+        images=images,
+        labels=np.asarray(idx["labels"], np.int64),
+        classes=list(idx["classes"]),
+        paths=list(idx["paths"]),
+        crs=list(idx["crs"]),
+        lonlat=np.asarray(idx["lonlat"], np.float64).reshape(-1, 2),
+        band_names=tuple(idx["band_names"]),
+        scale=float(idx["scale"]),
+        root=Path(base),
+        fingerprint=fp,
+        from_cache=from_cache,
+        skipped=[tuple(s) for s in idx["skipped"]],
+    )
 
 # %% ../nbs/00_data.ipynb #89eb2f1b
 def _check_share(name, v, lo_open=True, allow_zero=False):
     if not (isinstance(v, (int, float)) and ((0 <= v if allow_zero else 0 < v) and v < 1)):
         raise ValueError(f"{name}={v!r}; allowed: a number in {'[0' if allow_zero else '(0'}, 1)")
 
+
 def split_indices(labels, test_size: float = 0.2, val_size: float = 0.0, seed: int = 42) -> dict:
-    "Stratified random `train`/`val`/`test` indices (the study's `train_test_split(..., stratify=labels, random_state=seed)`)."
+    """Stratified random `train`/`val`/`test` indices (the study's `train_test_split(..., stratify=labels,
+    random_state=seed)`)."""
     from sklearn.model_selection import train_test_split
-    _check_share("test_size", test_size); _check_share("val_size", val_size, allow_zero=True)
-    labels = np.asarray(labels); idx = np.arange(len(labels))
+
+    _check_share("test_size", test_size)
+    _check_share("val_size", val_size, allow_zero=True)
+    labels = np.asarray(labels)
+    idx = np.arange(len(labels))
     train, test = train_test_split(idx, train_size=1 - test_size, stratify=labels, random_state=seed)
     val = np.array([], np.int64)
     if val_size:
-        train, val = train_test_split(train, test_size=val_size / (1 - test_size), stratify=labels[train], random_state=seed)
+        train, val = train_test_split(
+            train, test_size=val_size / (1 - test_size), stratify=labels[train], random_state=seed
+        )
     return dict(train=np.sort(train), val=np.sort(val), test=np.sort(test))
+
 
 def spatial_split(lonlat, labels, test_size: float = 0.2) -> dict:
     "Per class, the easternmost `test_size` share of tiles (by centre longitude) is `test`, the rest `train`."
     _check_share("test_size", test_size)
     lonlat, labels = np.asarray(lonlat), np.asarray(labels)
-    if len(lonlat) != len(labels): raise ValueError(f"lonlat has {len(lonlat)} rows but labels {len(labels)}")
-    if np.isnan(lonlat[:, 0]).any(): raise ValueError("spatial_split needs georeferenced tiles; some longitudes are NaN (e.g. RGB JPEGs)")
+    if len(lonlat) != len(labels):
+        raise ValueError(f"lonlat has {len(lonlat)} rows but labels {len(labels)}")
+    if np.isnan(lonlat[:, 0]).any():
+        raise ValueError("spatial_split needs georeferenced tiles; some longitudes are NaN (e.g. RGB JPEGs)")
     test = []
     for c in np.unique(labels):
         i = np.flatnonzero(labels == c)
         i = i[np.argsort(lonlat[i, 0], kind="stable")]
-        test.append(i[len(i) - int(round(test_size * len(i))):])
+        test.append(i[len(i) - int(round(test_size * len(i))) :])
     test = np.sort(np.concatenate(test))
     return dict(train=np.setdiff1d(np.arange(len(labels)), test), val=np.array([], np.int64), test=test)
 
-def label_fraction(train_idx, labels, fraction: float, seed: int = 42, method: str = "stratified",
-                   min_per_class: int = 1, allow_missing_classes: bool = False) -> np.ndarray:
-    "The labelled subset of `train_idx` for `fraction` of the labels: stratified and nested (default) or the study's plain draw."
+
+def label_fraction(
+    train_idx,
+    labels,
+    fraction: float,
+    seed: int = 42,
+    method: str = "stratified",
+    min_per_class: int = 1,
+    allow_missing_classes: bool = False,
+) -> np.ndarray:
+    """The labelled subset of `train_idx` for `fraction` of the labels: stratified and nested (default) or the study's
+    plain draw."""
     if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise ValueError(f"fraction={fraction!r}; allowed: a number in (0, 1]")
-    if method not in ("stratified", "study"): raise ValueError(f"method={method!r}; allowed: 'stratified', 'study'")
+    if method not in ("stratified", "study"):
+        raise ValueError(f"method={method!r}; allowed: 'stratified', 'study'")
     train_idx, labels = np.asarray(train_idx), np.asarray(labels)
     y = labels[train_idx]
-    if fraction == 1: out = np.sort(train_idx)
+    if fraction == 1:
+        out = np.sort(train_idx)
     elif method == "study":
         from sklearn.model_selection import train_test_split
+
         out = np.sort(train_test_split(train_idx, train_size=fraction, random_state=seed)[0])
     else:
         rng = np.random.default_rng(seed)
@@ -320,107 +474,164 @@ def label_fraction(train_idx, labels, fraction: float, seed: int = 42, method: s
         for c in np.unique(y):
             i = train_idx[y == c]
             i = i[rng.permutation(len(i))]  # one permutation per class and seed: fractions are prefixes, hence nested
-            parts.append(i[:min(len(i), max(min_per_class, int(round(fraction * len(i)))))])
+            parts.append(i[: min(len(i), max(min_per_class, int(round(fraction * len(i)))))])
         out = np.sort(np.concatenate(parts))
     missing = sorted(set(np.unique(y).tolist()) - set(np.unique(labels[out]).tolist()))
     if missing and not allow_missing_classes:
-        raise ValueError(f"fraction={fraction} leaves class(es) {missing} with no labelled tile "
-                         f"({len(out)} of {len(train_idx)} tiles); use a larger fraction, method='stratified' or allow_missing_classes=True")
+        raise ValueError(
+            f"fraction={fraction} leaves class(es) {missing} with no labelled tile "
+            f"({len(out)} of {len(train_idx)} tiles); "
+            "use a larger fraction, method='stratified' or allow_missing_classes=True"
+        )
     return out
 
 # %% ../nbs/00_data.ipynb #9304bf53
 def band_stats(images, indices=None, chunk: int = 2048) -> tuple:
     "Per-band `(mean, std)` (float64, `[C]`) of `images[indices]` `[N, C, H, W]`, in chunks."
     idx = np.arange(len(images)) if indices is None else np.sort(np.asarray(indices))
-    if not len(idx): raise ValueError("band_stats needs at least one tile; indices is empty")
+    if not len(idx):
+        raise ValueError("band_stats needs at least one tile; indices is empty")
     n, s, ss = 0, 0.0, 0.0
     shift = np.asarray(images[idx[:1]], np.float64).mean(axis=(0, 2, 3))[:, None, None]
     for j in range(0, len(idx), chunk):
-        x = np.asarray(images[idx[j:j + chunk]], np.float64) - shift
-        n += x.shape[0] * x.shape[2] * x.shape[3]; s = s + x.sum(axis=(0, 2, 3)); ss = ss + (x * x).sum(axis=(0, 2, 3))
+        x = np.asarray(images[idx[j : j + chunk]], np.float64) - shift
+        n += x.shape[0] * x.shape[2] * x.shape[3]
+        s = s + x.sum(axis=(0, 2, 3))
+        ss = ss + (x * x).sum(axis=(0, 2, 3))
     mean = s / n
-    return mean + shift[:, 0, 0], np.sqrt(np.maximum(ss / n - mean ** 2, 0))
+    return mean + shift[:, 0, 0], np.sqrt(np.maximum(ss / n - mean**2, 0))
+
 
 NORMALISATIONS = ("scale", "zscore", "ssl4eo")
 
+
 class BandNormalize(nn.Module):
     "Raw digital numbers `[B, C, H, W]` (any dtype) to float model input, per band, on the batch's device."
+
     def __init__(self, kind: str = "scale", mean=None, std=None, scale: float = 10000.0):
         super().__init__()
-        if kind not in NORMALISATIONS: raise ValueError(f"normalisation kind={kind!r}; allowed: {NORMALISATIONS}")
-        if kind != "scale" and (mean is None or std is None): raise ValueError(f"normalisation {kind!r} needs mean and std")
+        if kind not in NORMALISATIONS:
+            raise ValueError(f"normalisation kind={kind!r}; allowed: {NORMALISATIONS}")
+        if kind != "scale" and (mean is None or std is None):
+            raise ValueError(f"normalisation {kind!r} needs mean and std")
         self.kind, self.scale = kind, float(scale)
-        self.register_buffer("mean", torch.as_tensor(np.asarray(mean if mean is not None else [0.0]), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.as_tensor(np.asarray(std if std is not None else [1.0]), dtype=torch.float32).view(1, -1, 1, 1).clamp_min(1e-6))
+        self.register_buffer(
+            "mean",
+            torch.as_tensor(np.asarray(mean if mean is not None else [0.0]), dtype=torch.float32).view(1, -1, 1, 1),
+        )
+        self.register_buffer(
+            "std",
+            torch.as_tensor(np.asarray(std if std is not None else [1.0]), dtype=torch.float32)
+            .view(1, -1, 1, 1)
+            .clamp_min(1e-6),
+        )
 
     def forward(self, x):
         x = x.float()
-        if self.kind == "scale": return x / self.scale
-        if x.shape[1] != self.mean.shape[1]: raise ValueError(f"input has {x.shape[1]} bands, statistics have {self.mean.shape[1]}")
-        if self.kind == "zscore": return (x - self.mean) / self.std
+        if self.kind == "scale":
+            return x / self.scale
+        if x.shape[1] != self.mean.shape[1]:
+            raise ValueError(f"input has {x.shape[1]} bands, statistics have {self.mean.shape[1]}")
+        if self.kind == "zscore":
+            return (x - self.mean) / self.std
         return ((x - (self.mean - 2 * self.std)) / (4 * self.std)).clamp(0, 1)
-    def extra_repr(self): return f"kind={self.kind!r}"
+
+    def extra_repr(self):
+        return f"kind={self.kind!r}"
 
 # %% ../nbs/00_data.ipynb #9be30708
 def rgb_composite(images, band_names: Sequence[str] = BAND_NAMES, percentiles=(2, 98)) -> np.ndarray:
-    "RGB composite `[N, H, W, 3]` in [0, 1] of `images` `[N, C, H, W]`, stretched per image and channel between `percentiles`."
+    """RGB composite `[N, H, W, 3]` in [0, 1] of `images` `[N, C, H, W]`, stretched per image and channel between
+    `percentiles`."""
     x = np.asarray(images, np.float64)[:, list(rgb_indices(band_names))]
     lo, hi = np.percentile(x, percentiles, axis=(2, 3), keepdims=True)
     return np.clip((x - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(0, 2, 3, 1)
 
+
 def plot_class_tiles(ds: TileSet, per_class: int = 1, seed: int = 0):
     "Figure: `per_class` RGB tiles of every class."
     import matplotlib.pyplot as plt
+
     rng = np.random.default_rng(seed)
-    fig, axs = plt.subplots(per_class, len(ds.classes), figsize=(1.25 * len(ds.classes), 1.45 * per_class), squeeze=False)
+    fig, axs = plt.subplots(
+        per_class, len(ds.classes), figsize=(1.25 * len(ds.classes), 1.45 * per_class), squeeze=False
+    )
     for k, c in enumerate(ds.classes):
         members = np.flatnonzero(ds.labels == k)
         pick = rng.choice(members, min(per_class, len(members)), replace=False) if len(members) else []
         rgb = rgb_composite(ds.images[np.sort(pick)], ds.band_names) if len(pick) else []
         for r in range(per_class):
-            ax = axs[r, k]; ax.axis("off")
-            if r < len(rgb): ax.imshow(rgb[r])
-            if r == 0: ax.set_title(c, fontsize=8)
+            ax = axs[r, k]
+            ax.axis("off")
+            if r < len(rgb):
+                ax.imshow(rgb[r])
+            if r == 0:
+                ax.set_title(c, fontsize=8)
     fig.tight_layout()
     return fig
+
 
 def plot_band_histograms(ds: TileSet, indices=None, bins: int = 60):
     "Figure: the distribution of digital numbers of every band (over `indices`, default all tiles)."
     import matplotlib.pyplot as plt
+
     idx = np.arange(len(ds)) if indices is None else np.sort(np.asarray(indices))
     x = np.asarray(ds.images[idx])
-    ncol = min(len(ds.band_names), 7); nrow = -(-len(ds.band_names) // ncol)
+    ncol = min(len(ds.band_names), 7)
+    nrow = -(-len(ds.band_names) // ncol)
     fig, axs = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 1.9 * nrow), squeeze=False)
     for b, name in enumerate(ds.band_names):
-        ax = axs.flat[b]; v = x[:, b].ravel()
+        ax = axs.flat[b]
+        v = x[:, b].ravel()
         ax.hist(v, bins=bins, range=tuple(np.percentile(v, (0.1, 99.9))), color="C0")
-        ax.set_title(name, fontsize=8); ax.tick_params(labelsize=6); ax.set_yticks([])
-    for ax in axs.flat[len(ds.band_names):]: ax.axis("off")
-    fig.suptitle(f"digital numbers per band ({len(idx)} tiles)", fontsize=9); fig.tight_layout()
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.set_yticks([])
+    for ax in axs.flat[len(ds.band_names) :]:
+        ax.axis("off")
+    fig.suptitle(f"digital numbers per band ({len(idx)} tiles)", fontsize=9)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/00_data.ipynb #517ed1d0
 SSL4EO_FILES = tuple(n.replace("B0", "B") for n in BAND_NAMES)  # B1, B2, ..., B8, B8A, B9, B10, B11, B12
 
+
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    "A CPU `torch.Generator` keyed by `(seed, epoch, index)`: per-sample randomness independent of batch order and process count."
+    """A CPU `torch.Generator` keyed by `(seed, epoch, index)`: per-sample randomness independent of batch order and
+    process count."""
     g = torch.Generator()
-    g.manual_seed(int.from_bytes(hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest(), "little") & (2**63 - 1))
+    g.manual_seed(
+        int.from_bytes(hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest(), "little")
+        & (2**63 - 1)
+    )
     return g
 
+
 class SSL4EO(torch.utils.data.Dataset):
-    "SSL4EO-S12 Sentinel-2 L1C patches: item `i` is a `uint16` `[13, size, size]` crop of a random season of location `i`."
+    """SSL4EO-S12 Sentinel-2 L1C patches: item `i` is a `uint16` `[13, size, size]` crop of a random season of location
+    `i`."""
+
     def __init__(self, scenes: list, size: int = 64, seed: int = 0, cache: bool = False):
         self.scenes, self.size, self.seed, self.epoch, self.cache = scenes, size, seed, 0, {} if cache else None
-        self.band_names = BAND_NAMES; self.scale = 10000.0
-    def __len__(self): return len(self.scenes)
-    def set_epoch(self, epoch: int): self.epoch = epoch
+        self.band_names = BAND_NAMES
+        self.scale = 10000.0
+
+    def __len__(self):
+        return len(self.scenes)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
     def read_scene(self, scene: Path) -> np.ndarray:
         "All 13 bands of `scene` on its 10 m grid, canonical order, `uint16` `[13, H, W]`."
-        if self.cache is not None and scene in self.cache: return self.cache[scene]
+        if self.cache is not None and scene in self.cache:
+            return self.cache[scene]
         import rasterio
         from rasterio.enums import Resampling
-        with rasterio.open(scene / "B2.tif") as ref: h, w = ref.height, ref.width
+
+        with rasterio.open(scene / "B2.tif") as ref:
+            h, w = ref.height, ref.width
         out = np.empty((13, h, w), np.uint16)
         for b, name in enumerate(SSL4EO_FILES):
             f = scene / f"{name}.tif"
@@ -429,122 +640,193 @@ class SSL4EO(torch.utils.data.Dataset):
                     if src.count != 1 or src.dtypes[0] != "uint16":
                         raise ValueError(f"{f}: {src.count} band(s) of {src.dtypes[0]}, expected 1 band of uint16")
                     out[b] = src.read(1, out_shape=(h, w), resampling=Resampling.bilinear)
-            except rasterio.errors.RasterioIOError as e: raise ValueError(f"{f}: cannot read GeoTIFF ({e})") from None
-        if min(h, w) < self.size: raise ValueError(f"{scene}: {h}x{w} px, smaller than the crop size {self.size}")
-        if self.cache is not None: self.cache[scene] = out
+            except rasterio.errors.RasterioIOError as e:
+                raise ValueError(f"{f}: cannot read GeoTIFF ({e})") from None
+        if min(h, w) < self.size:
+            raise ValueError(f"{scene}: {h}x{w} px, smaller than the crop size {self.size}")
+        if self.cache is not None:
+            self.cache[scene] = out
         return out
+
     def __getitem__(self, i: int) -> torch.Tensor:
         g = sample_generator(self.seed, self.epoch, i)
         seasons = self.scenes[i]
         x = self.read_scene(seasons[int(torch.randint(len(seasons), (1,), generator=g))])
         top = int(torch.randint(x.shape[1] - self.size + 1, (1,), generator=g))
         left = int(torch.randint(x.shape[2] - self.size + 1, (1,), generator=g))
-        return torch.from_numpy(np.ascontiguousarray(x[:, top:top + self.size, left:left + self.size]))
+        return torch.from_numpy(np.ascontiguousarray(x[:, top : top + self.size, left : left + self.size]))
+
 
 def load_ssl4eo(root, size: int = 64, seed: int = 0, on_error: str = "raise", cache: bool = False) -> SSL4EO:
-    "Index an SSL4EO-S12 Sentinel-2 folder (`<location>/<scene>/B*.tif`) as an `SSL4EO` dataset, validating every scene's band files."
-    if on_error not in ("raise", "skip"): raise ValueError(f"on_error={on_error!r}; allowed: 'raise', 'skip'")
+    """Index an SSL4EO-S12 Sentinel-2 folder (`<location>/<scene>/B*.tif`) as an `SSL4EO` dataset, validating every
+    scene's band files."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error={on_error!r}; allowed: 'raise', 'skip'")
     root = Path(root).expanduser()
-    if not root.is_dir(): raise ValueError(f"SSL4EO root {str(root)!r} is not a folder")
+    if not root.is_dir():
+        raise ValueError(f"SSL4EO root {str(root)!r} is not a folder")
     locations, skipped = [], []
     for loc in _class_dirs(root):
         scenes = []
         for sc in _class_dirs(loc):
             missing = [n for n in SSL4EO_FILES if not (sc / f"{n}.tif").is_file()]
             if missing:
-                if on_error == "raise": raise ValueError(f"SSL4EO scene {str(sc)!r} lacks band file(s) {missing}; expected {list(SSL4EO_FILES)}")
-                skipped.append((str(sc), f"missing {missing}")); continue
+                if on_error == "raise":
+                    raise ValueError(
+                        f"SSL4EO scene {str(sc)!r} lacks band file(s) {missing}; expected {list(SSL4EO_FILES)}"
+                    )
+                skipped.append((str(sc), f"missing {missing}"))
+                continue
             scenes.append(sc)
-        if scenes: locations.append(scenes)
-    if skipped: warnings.warn(f"load_ssl4eo skipped {len(skipped)} scene(s): " + "; ".join(f"{p} ({r})" for p, r in skipped[:5]))
-    if not locations: raise ValueError(f"SSL4EO root {str(root)!r} has no <location>/<scene>/ folders with band files")
-    out = SSL4EO(locations, size=size, seed=seed, cache=cache); out.skipped = skipped
+        if scenes:
+            locations.append(scenes)
+    if skipped:
+        warnings.warn(
+            f"load_ssl4eo skipped {len(skipped)} scene(s): " + "; ".join(f"{p} ({r})" for p, r in skipped[:5])
+        )
+    if not locations:
+        raise ValueError(f"SSL4EO root {str(root)!r} has no <location>/<scene>/ folders with band files")
+    out = SSL4EO(locations, size=size, seed=seed, cache=cache)
+    out.skipped = skipped
     return out
 
 # %% ../nbs/00_data.ipynb #14bef89f
 EUROSAT_MS_URL = "https://zenodo.org/records/7711810/files/EuroSAT_MS.zip?download=1"
 EUROSAT_MS_MD5 = "091174add3c8e680a49244acf185b9f0"
-EUROSAT100_URL = "https://hf.co/datasets/torchgeo/eurosat/resolve/06fd1b090bceecc0ce724cd21578ba7a6664fe8d/EuroSAT100.zip"
+EUROSAT100_URL = (
+    "https://hf.co/datasets/torchgeo/eurosat/resolve/06fd1b090bceecc0ce724cd21578ba7a6664fe8d/EuroSAT100.zip"
+)
 EUROSAT100_MD5 = "c21c649ba747e86eda813407ef17d596"
+
 
 def md5sum(path, chunk: int = 1 << 20) -> str:
     "MD5 hex digest of a file."
     h = hashlib.md5()
     with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""): h.update(b)
+        for b in iter(lambda: f.read(chunk), b""):
+            h.update(b)
     return h.hexdigest()
+
 
 def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
     "Stream `url` into `part`, continuing after its current size with a Range request when the server allows it."
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try: resp = urllib.request.urlopen(req, timeout=timeout)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the partial file is already complete (or longer than the resource): start again
-            part.unlink(); return _fetch(url, part, timeout, progress)
+            part.unlink()
+            return _fetch(url, part, timeout, progress)
         raise ConnectionError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
-        raise ConnectionError(f"download of {url} failed: {getattr(e, 'reason', e)} (offline? see README: getting the data)") from None
+        raise ConnectionError(
+            f"download of {url} failed: {getattr(e, 'reason', e)} (offline? see README: getting the data)"
+        ) from None
     with resp:
         resumed = have and resp.status == 206
-        if not resumed: have = 0
+        if not resumed:
+            have = 0
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         got = have
-        with open(part, "ab" if resumed else "wb") as f, progress_bar(total=total, initial=have, unit="B", unit_scale=True,
-                                                              desc=f"downloading {part.name[:-5]}", disable=not progress) as bar:
+        with (
+            open(part, "ab" if resumed else "wb") as f,
+            progress_bar(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=f"downloading {part.name[:-5]}",
+                disable=not progress,
+            ) as bar,
+        ):
             try:
                 while True:
                     b = resp.read(1 << 16)
-                    if not b: break
-                    f.write(b); got += len(b); bar.update(len(b))
+                    if not b:
+                        break
+                    f.write(b)
+                    got += len(b)
+                    bar.update(len(b))
             except (OSError, urllib.error.URLError) as e:
-                raise ConnectionError(f"download of {url} interrupted after {got} bytes ({e}); call again to resume from {part}") from None
+                raise ConnectionError(
+                    f"download of {url} interrupted after {got} bytes ({e}); call again to resume from {part}"
+                ) from None
     if total is not None and got < total:
-        raise ConnectionError(f"download of {url} interrupted after {got} of {total} bytes; call again to resume from {part}")
+        raise ConnectionError(
+            f"download of {url} interrupted after {got} of {total} bytes; call again to resume from {part}"
+        )
 
-def download_eurosat(dest=None, url: str = EUROSAT_MS_URL, md5: str | None = EUROSAT_MS_MD5, extract: bool = True,
-                     timeout: float = 60.0, progress: bool = True) -> Path:
-    "Download (resuming), verify and extract a EuroSAT archive into `dest`; return the extracted folder (or the archive)."
-    dest = Path(dest or cache_home()).expanduser(); dest.mkdir(parents=True, exist_ok=True)
+
+def download_eurosat(
+    dest=None,
+    url: str = EUROSAT_MS_URL,
+    md5: str | None = EUROSAT_MS_MD5,
+    extract: bool = True,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
+    """Download (resuming), verify and extract a EuroSAT archive into `dest`; return the extracted folder (or the
+    archive)."""
+    dest = Path(dest or cache_home()).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
     name = Path(urllib.parse.urlparse(url).path).name or "download.zip"
     archive, part, out = dest / name, dest / f"{name}.part", dest / Path(name).stem
-    if extract and out.is_dir(): return out
+    if extract and out.is_dir():
+        return out
     if not archive.exists():
         _fetch(url, part, timeout, progress)
         if md5 is not None and (got := md5sum(part)) != md5:
             part.unlink()
-            raise ValueError(f"checksum mismatch for {url}: md5 {got}, expected {md5}; the partial file was removed, call again to retry")
+            raise ValueError(
+                f"checksum mismatch for {url}: md5 {got}, expected {md5}; "
+                "the partial file was removed, call again to retry"
+            )
         os.replace(part, archive)
     elif md5 is not None and (got := md5sum(archive)) != md5:
         raise ValueError(f"{archive}: md5 {got}, expected {md5}; delete it and call again")
-    if not extract: return archive
+    if not extract:
+        return archive
     tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{out.name}."))
     try:
         with zipfile.ZipFile(archive) as z:
             for m in z.namelist():
-                if Path(m).is_absolute() or ".." in Path(m).parts: raise ValueError(f"{archive}: unsafe member path {m!r}")
+                if Path(m).is_absolute() or ".." in Path(m).parts:
+                    raise ValueError(f"{archive}: unsafe member path {m!r}")
             z.extractall(tmp)
         os.replace(tmp, out)
     except zipfile.BadZipFile as e:
-        shutil.rmtree(tmp, ignore_errors=True); raise ValueError(f"{archive}: not a valid zip archive ({e})") from None
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"{archive}: not a valid zip archive ({e})") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
+
 def find_eurosat(download: bool = True) -> Path:
-    "A EuroSAT folder: `$MIMEO_EUROSAT`, else the sample under `find_data()`, else the EuroSAT100 demo (downloaded on first use)."
+    """A EuroSAT folder: `$MIMEO_EUROSAT`, else the sample under `find_data()`, else the EuroSAT100 demo (downloaded on
+    first use)."""
     env = os.environ.get("MIMEO_EUROSAT")
     if env:
-        if not Path(env).expanduser().is_dir(): raise ValueError(f"MIMEO_EUROSAT={env!r} is not a folder")
+        if not Path(env).expanduser().is_dir():
+            raise ValueError(f"MIMEO_EUROSAT={env!r} is not a folder")
         return Path(env).expanduser()
     data = find_data()
-    if data is not None and (data / "eurosat-ms-sample").is_dir(): return data / "eurosat-ms-sample"
+    if data is not None and (data / "eurosat-ms-sample").is_dir():
+        return data / "eurosat-ms-sample"
     demo = cache_home() / "EuroSAT100"
-    if demo.is_dir(): return demo
-    if not download: raise ValueError("no EuroSAT data: set MIMEO_EUROSAT (or the data_dir parameter) to a EuroSAT folder")
-    try: return download_eurosat(cache_home(), url=EUROSAT100_URL, md5=EUROSAT100_MD5)
+    if demo.is_dir():
+        return demo
+    if not download:
+        raise ValueError("no EuroSAT data: set MIMEO_EUROSAT (or the data_dir parameter) to a EuroSAT folder")
+    try:
+        return download_eurosat(cache_home(), url=EUROSAT100_URL, md5=EUROSAT100_MD5)
     except ConnectionError as e:
-        raise ValueError(f"no EuroSAT data found and the EuroSAT100 demo could not be downloaded ({e}). Point the data_dir parameter or "
-                         "MIMEO_EUROSAT at a EuroSAT folder (class folders of .tif tiles), or MIMEO_DATA at a folder holding "
-                         "eurosat-ms-sample/") from None
+        raise ValueError(
+            f"no EuroSAT data found and the EuroSAT100 demo could not be downloaded ({e}). "
+            "Point the data_dir parameter or "
+            "MIMEO_EUROSAT at a EuroSAT folder (class folders of .tif tiles), or MIMEO_DATA at a folder holding "
+            "eurosat-ms-sample/"
+        ) from None

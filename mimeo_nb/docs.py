@@ -16,25 +16,42 @@ __all__ = ['CHAPTER_FIGURES', 'SITE_EXTRA', 'WIDGET', 'strip_volatile', 'check_c
            'stage_site', 'build_site', 'main']
 
 # %% ../nbs/08_docs.ipynb #c3bfd583
-CHAPTER_FIGURES = {"00_data": 3, "00a_pack": 1, "01_hog": 2, "02_masking": 1, "03_model": 2, "03a_config": 0, "04_train": 0, "05_evaluate": 0,
-                   "05a_stats": 0, "06_plots": 1, "07_study": 0, "08_docs": 0, "index": 0}
-SITE_EXTRA = ("run", "report", "bench")   # rendered on the site as they are committed (driver notebooks, no outputs)
+CHAPTER_FIGURES = {
+    "00_data": 3,
+    "00a_pack": 1,
+    "01_hog": 2,
+    "02_masking": 1,
+    "03_model": 2,
+    "03a_config": 0,
+    "04_train": 0,
+    "05_evaluate": 0,
+    "05a_stats": 0,
+    "06_plots": 1,
+    "07_study": 0,
+    "08_docs": 0,
+    "index": 0,
+}
+SITE_EXTRA = ("run", "report", "bench")  # rendered on the site as they are committed (driver notebooks, no outputs)
 _PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "37%|###7      | 3/8"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 # %% ../nbs/08_docs.ipynb #f9e3fba2
 def _is_volatile(out: dict) -> bool:
     "Whether an output is a progress bar: a widget view, or a stream whose text is a tqdm bar."
-    if WIDGET in out.get("data", {}): return True
+    if WIDGET in out.get("data", {}):
+        return True
     return out.get("output_type") == "stream" and bool(_PROGRESS.search("".join(out.get("text", ""))))
+
 
 def strip_volatile(nb) -> int:
     "Drop progress-bar outputs and widget state from notebook `nb` (in place); returns the number of outputs dropped."
     dropped = 0
     for c in nb.cells:
-        if c.cell_type != "code": continue
+        if c.cell_type != "code":
+            continue
         keep = [o for o in c.outputs if not _is_volatile(o)]
-        dropped += len(c.outputs) - len(keep); c.outputs = keep
+        dropped += len(c.outputs) - len(keep)
+        c.outputs = keep
     nb.metadata.pop("widgets", None)
     return dropped
 
@@ -42,65 +59,92 @@ def strip_volatile(nb) -> int:
 def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
+
 def check_chapter(path, figures: int | None = None) -> list[str]:
-    "Problems of the committed notebook at `path` (error outputs, progress bars, no outputs, too few figures); empty when it is fine."
+    """Problems of the committed notebook at `path` (error outputs, progress bars, no outputs, too few figures); empty
+    when it is fine."""
     path = Path(path)
-    if not path.is_file(): return [f"{path}: no such notebook"]
+    if not path.is_file():
+        return [f"{path}: no such notebook"]
     nb = nbformat.read(path, as_version=4)
     want = CHAPTER_FIGURES.get(path.stem, 0) if figures is None else figures
     problems = []
     for i, c in enumerate(nb.cells):
-        if c.cell_type != "code": continue
+        if c.cell_type != "code":
+            continue
         for o in c.outputs:
-            if o.output_type == "error": problems.append(f"{path.name}: cell {i} has an error output ({o.ename}: {o.evalue})")
-            elif _is_volatile(o): problems.append(f"{path.name}: cell {i} holds a progress bar")
+            if o.output_type == "error":
+                problems.append(f"{path.name}: cell {i} has an error output ({o.ename}: {o.evalue})")
+            elif _is_volatile(o):
+                problems.append(f"{path.name}: cell {i} holds a progress bar")
     code = [c for c in nb.cells if c.cell_type == "code"]
     if code and not any(c.outputs for c in code):
         problems.append(f"{path.name}: no outputs at all; run `mimeo-docs execute {path.stem}`")
-    elif (n := _images(nb)) != want: problems.append(f"{path.name}: {n} figure(s), meant to show {want} (each once)")
+    elif (n := _images(nb)) != want:
+        problems.append(f"{path.name}: {n} figure(s), meant to show {want} (each once)")
     return problems
 
 # %% ../nbs/08_docs.ipynb #895874f7
-_SEED_CELL = "import random as _r, numpy as _np, torch as _t; _r.seed(0); _np.random.seed(0); _t.manual_seed(0); del _r, _np, _t"
+_SEED_CELL = (
+    "import random as _r, numpy as _np, torch as _t; _r.seed(0); _np.random.seed(0); _t.manual_seed(0); del _r, _np, _t"
+)
+
 
 def _nbs_dir(nbs=None) -> Path:
     root = repo_root()
     d = Path(nbs) if nbs else (root / "nbs" if root else None)
-    if d is None or not d.is_dir(): raise ValueError(f"nbs={nbs!r}: no notebook folder; run inside a clone of the repository or pass nbs=")
+    if d is None or not d.is_dir():
+        raise ValueError(f"nbs={nbs!r}: no notebook folder; run inside a clone of the repository or pass nbs=")
     return d
 
+
 def execute_chapter(name: str, nbs=None, timeout: int = 3600, kernel: str = "python3") -> Path:
-    "Execute chapter `name` (e.g. '01_hog') of `nbs` in place, outputs kept, progress bars stripped, cleaned like `nbdev_clean`."
+    """Execute chapter `name` (e.g. '01_hog') of `nbs` in place, outputs kept, progress bars stripped, cleaned like
+    `nbdev_clean`."""
     from nbclient import NotebookClient
     from nbdev.clean import clean_nb
+
     path = _nbs_dir(nbs) / f"{name}.ipynb"
-    if not path.is_file(): raise ValueError(f"name={name!r}: no {path}; chapters: {sorted(CHAPTER_FIGURES)}")
+    if not path.is_file():
+        raise ValueError(f"name={name!r}: no {path}; chapters: {sorted(CHAPTER_FIGURES)}")
     nb = nbformat.read(path, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(_SEED_CELL))
-    env = {**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline", "MIMEO_PROGRESS": "off", "PYTHONHASHSEED": "0"}
+    env = {
+        **os.environ,
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "MIMEO_PROGRESS": "off",
+        "PYTHONHASHSEED": "0",
+    }
     NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(path.parent)}}).execute(
-        env=env, stderr=subprocess.DEVNULL)   # the kernel process's own log (not the cells' stderr, which stays in the outputs)
+        env=env, stderr=subprocess.DEVNULL
+    )  # the kernel process's own log (not the cells' stderr, which stays in the outputs)
     nb.cells.pop(0)
     strip_volatile(nb)
-    d = json.loads(nbformat.writes(nb)); clean_nb(d)
+    d = json.loads(nbformat.writes(nb))
+    clean_nb(d)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n"); os.replace(tmp, path)
+    tmp.write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
     return path
 
 # %% ../nbs/08_docs.ipynb #8e23f9c4
 _DIRECTIVE = re.compile(r"^\s*#\|\s*(\w+)")
 _FRONT = re.compile(r"^- (skip_exec|skip_showdoc|hide|order):.*$", re.M)
 
+
 def site_cells(nb):
-    "The cells a reader sees: nbdev's hidden and `default_exp` cells removed, directive lines stripped, front-matter lines dropped."
+    """The cells a reader sees: nbdev's hidden and `default_exp` cells removed, directive lines stripped, front-matter
+    lines dropped."""
     keep = []
     for c in nb.cells:
         lines = c.source.splitlines()
         if c.cell_type == "code":
             names = {m.group(1) for l in lines if (m := _DIRECTIVE.match(l))}
-            if names & {"hide", "default_exp"}: continue
+            if names & {"hide", "default_exp"}:
+                continue
             c.source = "\n".join(l for l in lines if not _DIRECTIVE.match(l)).strip("\n")
-        elif c.cell_type == "markdown": c.source = re.sub(r"\n{3,}", "\n\n", _FRONT.sub("", c.source)).strip("\n")
+        elif c.cell_type == "markdown":
+            c.source = re.sub(r"\n{3,}", "\n\n", _FRONT.sub("", c.source)).strip("\n")
         keep.append(c)
     nb.cells = keep
     return nb
@@ -111,64 +155,109 @@ def _title(nb, default: str) -> str:
     m = re.match(r"#\s+(.+)", first.strip())
     return m.group(1).strip() if m else default
 
+
 def stage_site(dest, nbs=None, results=None) -> Path:
-    "Write the site's sources into `dest`: cleaned notebooks, `results/` (README, figures, tables), and `mkdocs.yml`. Returns the config."
-    nbs = _nbs_dir(nbs); results = Path(results) if results else nbs.parent / "results"
-    dest = Path(dest); docs = dest / "docs"
-    if docs.exists(): shutil.rmtree(docs)
+    """Write the site's sources into `dest`: cleaned notebooks, `results/` (README, figures, tables), and `mkdocs.yml`.
+    Returns the config."""
+    nbs = _nbs_dir(nbs)
+    results = Path(results) if results else nbs.parent / "results"
+    dest = Path(dest)
+    docs = dest / "docs"
+    if docs.exists():
+        shutil.rmtree(docs)
     docs.mkdir(parents=True)
     nav = []
     for name in [*CHAPTER_FIGURES, *SITE_EXTRA]:
         src = nbs / f"{name}.ipynb"
-        if not src.is_file(): raise ValueError(f"{src} is missing: the site lists every chapter")
+        if not src.is_file():
+            raise ValueError(f"{src} is missing: the site lists every chapter")
         nb = site_cells(nbformat.read(src, as_version=4))
         nbformat.write(nb, docs / src.name)
-        if name != "index": nav.append({_title(nb, name): src.name})
+        if name != "index":
+            nav.append({_title(nb, name): src.name})
     if (results / "README.md").is_file():
         (docs / "results").mkdir()
         shutil.copy(results / "README.md", docs / "results" / "index.md")
         for sub in ("figures", "tables"):
-            if (results / sub).is_dir(): shutil.copytree(results / sub, docs / "results" / sub)
+            if (results / sub).is_dir():
+                shutil.copytree(results / sub, docs / "results" / sub)
         nav.append({"Results": "results/index.md"})
-    (docs / "extra.css").write_text(".jp-InputPrompt, .jp-OutputPrompt { display: none; }\n")   # the committed notebooks carry no counts
-    cfg = dict(site_name="mimeo_nb", site_description="Masked image modelling for multispectral Earth observation", docs_dir="docs",
-               nav=[{"Home": "index.ipynb"}, *nav], use_directory_urls=True,
-               theme=dict(name="material", font=False, features=["navigation.sections"]),
-               markdown_extensions=["tables", "fenced_code", "toc"], extra_css=["extra.css"],
-               plugins=["search", {"mkdocs-jupyter": dict(include_source=True, execute=False, ignore_h1_titles=False, no_input=False)}])
-    (dest / "mkdocs.yml").write_text(json.dumps(cfg, indent=1))   # JSON is YAML
+    (docs / "extra.css").write_text(
+        ".jp-InputPrompt, .jp-OutputPrompt { display: none; }\n"
+    )  # the committed notebooks carry no counts
+    cfg = dict(
+        site_name="mimeo_nb",
+        site_description="Masked image modelling for multispectral Earth observation",
+        docs_dir="docs",
+        nav=[{"Home": "index.ipynb"}, *nav],
+        use_directory_urls=True,
+        theme=dict(name="material", font=False, features=["navigation.sections"]),
+        markdown_extensions=["tables", "fenced_code", "toc"],
+        extra_css=["extra.css"],
+        plugins=[
+            "search",
+            {"mkdocs-jupyter": dict(include_source=True, execute=False, ignore_h1_titles=False, no_input=False)},
+        ],
+    )
+    (dest / "mkdocs.yml").write_text(json.dumps(cfg, indent=1))  # JSON is YAML
     return dest / "mkdocs.yml"
 
+
 def build_site(out=None, nbs=None, results=None) -> Path:
-    "Render the site into `out` (default `_site/` of the repository): every chapter, run / report / bench, and the results. Returns `out`."
+    """Render the site into `out` (default `_site/` of the repository): every chapter, run / report / bench, and the
+    results. Returns `out`."""
     nbs = _nbs_dir(nbs)
     out = Path(out) if out else nbs.parent / "_site"
     with tempfile.TemporaryDirectory(prefix="mimeo_nb-site-") as t:
         cfg = stage_site(t, nbs, results)
-        r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--clean", "--quiet", "-f", str(cfg), "-d", str(Path(out).resolve())],
-                           capture_output=True, text=True)
-    if r.returncode != 0: raise RuntimeError(f"mkdocs build failed:\n{r.stderr[-3000:]}")
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mkdocs",
+                "build",
+                "--clean",
+                "--quiet",
+                "-f",
+                str(cfg),
+                "-d",
+                str(Path(out).resolve()),
+            ],
+            capture_output=True,
+            text=True,
+        )
+    if r.returncode != 0:
+        raise RuntimeError(f"mkdocs build failed:\n{r.stderr[-3000:]}")
     return out
 
 # %% ../nbs/08_docs.ipynb #40533157
 def main(argv=None):
     "Command line: `mimeo-docs execute|check|site`."
     import argparse
+
     p = argparse.ArgumentParser(prog="mimeo-docs", description="Executed chapters and the rendered site of mimeo_nb.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("execute", help="re-execute chapters in place (outputs committed)"); e.add_argument("names", nargs="*")
+    e = sub.add_parser("execute", help="re-execute chapters in place (outputs committed)")
+    e.add_argument("names", nargs="*")
     sub.add_parser("check", help="check the committed chapters' outputs")
-    s = sub.add_parser("site", help="render the site"); s.add_argument("--out", default="")
+    s = sub.add_parser("site", help="render the site")
+    s.add_argument("--out", default="")
     a = p.parse_args(argv)
     if a.cmd == "execute":
         for name in a.names or list(CHAPTER_FIGURES):
-            print(f"executing {name} ...", flush=True); execute_chapter(name)
+            print(f"executing {name} ...", flush=True)
+            execute_chapter(name)
     elif a.cmd == "check":
         problems = [x for name in CHAPTER_FIGURES for x in check_chapter(_nbs_dir() / f"{name}.ipynb")]
         print("\n".join(problems) or f"{len(CHAPTER_FIGURES)} chapters: outputs as meant")
-        if problems: raise SystemExit(1)
+        if problems:
+            raise SystemExit(1)
     else:
         out = build_site(a.out or None)
-        print(f"site written to {out} ({sum(f.stat().st_size for f in Path(out).rglob('*') if f.is_file()) / 1e6:.1f} MB)")
+        print(
+            f"site written to {out} ({sum(f.stat().st_size for f in Path(out).rglob('*') if f.is_file()) / 1e6:.1f} MB)"
+        )
 
-if __name__ == "__main__" and "__file__" in globals(): main()
+
+if __name__ == "__main__" and "__file__" in globals():
+    main()

@@ -25,46 +25,78 @@ __all__ = ['STRATEGY_NAMES', 'prepare', 'pool_tokens', 'check_bands', 'encoder_f
 
 # %% ../nbs/05_evaluate.ipynb #55e536e0
 def prepare(x_raw, normalize: BandNormalize, img_size: int):
-    "Raw tiles `[B, C, H, W]` -> normalised float input at the encoder's size (bilinear resize when it differs, e.g. 64 -> 224)."
+    """Raw tiles `[B, C, H, W]` -> normalised float input at the encoder's size (bilinear resize when it differs, e.g.
+    64 -> 224)."""
     x = normalize(x_raw)
-    return x if x.shape[-1] == img_size else F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    return (
+        x
+        if x.shape[-1] == img_size
+        else F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    )
+
 
 def pool_tokens(tokens, pool: str = "cls"):
     "tokens: [B, 1 + L, D] -> [B, D]: the cls token or the mean of the patch tokens."
-    if pool not in ("cls", "mean"): raise ValueError(f"pool={pool!r}; allowed: 'cls', 'mean'")
+    if pool not in ("cls", "mean"):
+        raise ValueError(f"pool={pool!r}; allowed: 'cls', 'mean'")
     return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(1)
+
 
 def check_bands(encoder: nn.Module, tiles: TileSet) -> None:
     "`ValueError` unless the encoder takes as many bands as the tiles have."
     c = encoder.patch_embed.proj.in_channels
     if c != tiles.images.shape[1]:
-        raise ValueError(f"the encoder takes {c} bands but the data has {tiles.images.shape[1]} ({', '.join(tiles.band_names)})")
+        raise ValueError(
+            f"the encoder takes {c} bands but the data has {tiles.images.shape[1]} ({', '.join(tiles.band_names)})"
+        )
+
 
 @torch.no_grad()
-def encoder_features(encoder: nn.Module, tiles: TileSet, idx, normalize: BandNormalize, pool: str = "cls", batch: int = 256,
-                     device="cpu", bf16: bool = False, progress: bool = False) -> torch.Tensor:
+def encoder_features(
+    encoder: nn.Module,
+    tiles: TileSet,
+    idx,
+    normalize: BandNormalize,
+    pool: str = "cls",
+    batch: int = 256,
+    device="cpu",
+    bf16: bool = False,
+    progress: bool = False,
+) -> torch.Tensor:
     "Frozen-encoder features `[len(idx), D]` (float32, on the CPU) of `tiles.images[idx]`."
     check_bands(encoder, tiles)
-    device = torch.device(device); encoder = encoder.to(device).eval(); normalize = normalize.to(device)
+    device = torch.device(device)
+    encoder = encoder.to(device).eval()
+    normalize = normalize.to(device)
     img_size = encoder.patch_embed.img_size[0]
-    idx = np.asarray(idx); out = []
+    idx = np.asarray(idx)
+    out = []
     for i in progress_bar(range(0, len(idx), batch), desc="features", disable=not progress, leave=False):
-        x = prepare(torch.from_numpy(np.asarray(tiles.images[idx[i:i + batch]])).to(device), normalize, img_size)
+        x = prepare(torch.from_numpy(np.asarray(tiles.images[idx[i : i + batch]])).to(device), normalize, img_size)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out.append(pool_tokens(encoder.forward_features(x), pool).float().cpu())
     return torch.cat(out)
 
+
 class FeatureCache:
     "Features of all tiles, computed once per (encoder, data, pooling) and kept in memory and, given a folder, on disk."
-    def __init__(self, folder=None): self.folder, self.mem = (Path(folder) if folder else None), {}
+
+    def __init__(self, folder=None):
+        self.folder, self.mem = (Path(folder) if folder else None), {}
+
     def get(self, key: str, compute) -> torch.Tensor:
-        if key in self.mem: return self.mem[key]
+        if key in self.mem:
+            return self.mem[key]
         f = self.folder / f"features-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt" if self.folder else None
-        if f is not None and f.is_file(): feats = torch.load(f)
+        if f is not None and f.is_file():
+            feats = torch.load(f)
         else:
             feats = compute()
             if f is not None:
-                f.parent.mkdir(parents=True, exist_ok=True); tmp = f.with_suffix(".tmp"); torch.save(feats, tmp); tmp.replace(f)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                tmp = f.with_suffix(".tmp")
+                torch.save(feats, tmp)
+                tmp.replace(f)
         self.mem[key] = feats
         return feats
 
@@ -72,44 +104,81 @@ class FeatureCache:
 def linear_head(dim: int, n_classes: int) -> nn.Module:
     "The probe head: BatchNorm without affine parameters, then a linear layer (MAE's linear-probe head)."
     head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, n_classes))
-    nn.init.trunc_normal_(head[1].weight, std=0.01); nn.init.zeros_(head[1].bias)
+    nn.init.trunc_normal_(head[1].weight, std=0.01)
+    nn.init.zeros_(head[1].bias)
     return head
 
-def _check_xy(x, y):
-    if len(x) != len(y): raise ValueError(f"features and labels differ in length: {len(x)} features, {len(y)} labels")
-    if len(y) == 0: raise ValueError("no training samples: features and labels are empty")
 
-def train_head(train_x, train_y, n_classes: int, epochs: int = 50, lr: float = 0.1, wd: float = 0.001, batch: int = 64,
-               schedule: str = "constant", seed: int = 42) -> nn.Module:
-    "The probe head trained on features `train_x` `[N, D]` and labels `train_y` `[N]` (SGD, momentum 0.9), in eval mode."
+def _check_xy(x, y):
+    if len(x) != len(y):
+        raise ValueError(f"features and labels differ in length: {len(x)} features, {len(y)} labels")
+    if len(y) == 0:
+        raise ValueError("no training samples: features and labels are empty")
+
+
+def train_head(
+    train_x,
+    train_y,
+    n_classes: int,
+    epochs: int = 50,
+    lr: float = 0.1,
+    wd: float = 0.001,
+    batch: int = 64,
+    schedule: str = "constant",
+    seed: int = 42,
+) -> nn.Module:
+    """The probe head trained on features `train_x` `[N, D]` and labels `train_y` `[N]` (SGD, momentum 0.9), in eval
+    mode."""
     _check_xy(train_x, train_y)
-    if schedule not in ("constant", "cosine"): raise ValueError(f"schedule={schedule!r}; allowed: 'constant', 'cosine'")
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule={schedule!r}; allowed: 'constant', 'cosine'")
     torch.manual_seed(seed)
     x, y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y, dtype=torch.long)
     head = linear_head(x.shape[1], n_classes)
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
-    steps = math.ceil(len(x) / batch); total = steps * epochs; g = torch.Generator().manual_seed(seed)
+    steps = math.ceil(len(x) / batch)
+    total = steps * epochs
+    g = torch.Generator().manual_seed(seed)
     head.train()
     for ep in range(epochs):
         perm = torch.randperm(len(x), generator=g)
         for i in range(steps):
-            b = perm[i * batch:(i + 1) * batch]
-            if len(b) < 2 and len(x) >= 2: b = perm[-2:]  # BatchNorm needs two samples
+            b = perm[i * batch : (i + 1) * batch]
+            if len(b) < 2 and len(x) >= 2:
+                b = perm[-2:]  # BatchNorm needs two samples
             if schedule == "cosine":
-                for grp in opt.param_groups: grp["lr"] = lr_at(ep * steps + i, total, 0, lr)
-            loss = F.cross_entropy(head(x[b]), y[b]); opt.zero_grad(); loss.backward(); opt.step()
+                for grp in opt.param_groups:
+                    grp["lr"] = lr_at(ep * steps + i, total, 0, lr)
+            loss = F.cross_entropy(head(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     return head.eval()
 
-def linear_probe(train_x, train_y, test_x, n_classes: int, epochs: int = 50, lr: float = 0.1, wd: float = 0.001, batch: int = 64,
-                 schedule: str = "constant", seed: int = 42) -> np.ndarray:
+
+def linear_probe(
+    train_x,
+    train_y,
+    test_x,
+    n_classes: int,
+    epochs: int = 50,
+    lr: float = 0.1,
+    wd: float = 0.001,
+    batch: int = 64,
+    schedule: str = "constant",
+    seed: int = 42,
+) -> np.ndarray:
     "Train the probe on `train_x` `[N, D]` / `train_y` `[N]`; return class probabilities `[M, n_classes]` for `test_x`."
     head = train_head(train_x, train_y, n_classes, epochs, lr, wd, batch, schedule, seed)
-    with torch.no_grad(): return F.softmax(head(torch.as_tensor(test_x, dtype=torch.float32)), 1).numpy()
+    with torch.no_grad():
+        return F.softmax(head(torch.as_tensor(test_x, dtype=torch.float32)), 1).numpy()
+
 
 def knn_predict(train_x, train_y, test_x, n_classes: int, k: int = 20, t: float = 0.07) -> np.ndarray:
     "Weighted k-NN on cosine similarity: class probabilities `[M, n_classes]` for `test_x`."
     _check_xy(train_x, train_y)
-    tr = F.normalize(torch.as_tensor(train_x, dtype=torch.float32), dim=1); te = F.normalize(torch.as_tensor(test_x, dtype=torch.float32), dim=1)
+    tr = F.normalize(torch.as_tensor(train_x, dtype=torch.float32), dim=1)
+    te = F.normalize(torch.as_tensor(test_x, dtype=torch.float32), dim=1)
     y = torch.as_tensor(train_y, dtype=torch.long)
     sim, nn_idx = (te @ tr.T).topk(min(k, len(tr)), dim=1)
     votes = torch.zeros(len(te), n_classes).scatter_add_(1, y[nn_idx], (sim / t).exp())
@@ -120,33 +189,54 @@ def _f64(v) -> torch.Tensor:
     "Features as a float64 tensor (any array-like, also a reversed or strided NumPy view)."
     return v.to(torch.float64) if torch.is_tensor(v) else torch.from_numpy(np.array(v, dtype=np.float64))
 
+
 def standardiser(train_x):
-    "A function that z-scores features with the mean and standard deviation of `train_x` `[N, D]` (as BatchNorm at evaluation)."
+    """A function that z-scores features with the mean and standard deviation of `train_x` `[N, D]` (as BatchNorm at
+    evaluation)."""
     x = _f64(train_x)
     mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
-    def zscore(v): return (_f64(v) - mean) / std
+
+    def zscore(v):
+        return (_f64(v) - mean) / std
+
     zscore.mean, zscore.std = mean, std
     return zscore
 
+
 def fit_logistic(x, y, n_classes: int, wd: float = 1e-4, max_iter: int = 300, tol: float = 1e-6) -> tuple:
-    "Multinomial logistic regression on features `x` `[N, D]` by full-batch L-BFGS -> (weights `[D + 1, K]`, last row the bias; info)."
+    """Multinomial logistic regression on features `x` `[N, D]` by full-batch L-BFGS -> (weights `[D + 1, K]`, last row
+    the bias; info)."""
     _check_xy(x, y)
     x, y = _f64(x), torch.as_tensor(np.asarray(y), dtype=torch.long)
     X = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
     W = torch.zeros(X.shape[1], n_classes, dtype=x.dtype, requires_grad=True)
-    opt = torch.optim.LBFGS([W], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12, history_size=20,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [W],
+        lr=1,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
     def objective():
         opt.zero_grad()
         loss = F.cross_entropy(X @ W, y) + wd / 2 * (W[:-1] ** 2).sum()
         loss.backward()
         return loss
+
     opt.step(objective)
     with torch.no_grad():
         logits = X @ W
-        info = dict(train_loss=F.cross_entropy(logits, y).item(), train_accuracy=(logits.argmax(1) == y).double().mean().item(),
-                    iterations=opt.state[W]["n_iter"], wd=wd)
+        info = dict(
+            train_loss=F.cross_entropy(logits, y).item(),
+            train_accuracy=(logits.argmax(1) == y).double().mean().item(),
+            iterations=opt.state[W]["n_iter"],
+            wd=wd,
+        )
     return W.detach(), info
+
 
 def logistic_predict(W, x) -> np.ndarray:
     "Class probabilities `[M, K]` of features `x` `[M, D]` under `fit_logistic` weights."
@@ -155,22 +245,29 @@ def logistic_predict(W, x) -> np.ndarray:
 
 # %% ../nbs/05_evaluate.ipynb #1d59c6ad
 def cv_folds(y, folds: int = 5, seed: int = 42) -> list:
-    "`(train, validation)` position pairs of a k-fold split of labels `y` (stratified when every present class has `folds` members)."
+    """`(train, validation)` position pairs of a k-fold split of labels `y` (stratified when every present class has
+    `folds` members)."""
     from sklearn.model_selection import KFold, StratifiedKFold
+
     y = np.asarray(y)
     counts = np.bincount(y)[np.unique(y)]
     k = min(folds, len(y))
-    if k < 2: return []
-    if counts.min() >= k: return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    if k < 2:
+        return []
+    if counts.min() >= k:
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
     return list(KFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
-def choose_weight_decay(x, y, n_classes: int, wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), folds: int = 5, seed: int = 42,
-                        max_iter: int = 300) -> tuple:
+
+def choose_weight_decay(
+    x, y, n_classes: int, wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), folds: int = 5, seed: int = 42, max_iter: int = 300
+) -> tuple:
     "The weight decay of best cross-validated accuracy on `(x, y)` (ties: the larger) -> (wd, {wd: accuracy})."
     _check_xy(x, y)
     x, y = _f64(x), np.asarray(y)
     splits = cv_folds(y, folds, seed)
-    if not splits: return float(np.median(wds)), {}
+    if not splits:
+        return float(np.median(wds)), {}
     scores = {}
     for wd in sorted(wds, reverse=True):
         hits = 0
@@ -182,9 +279,19 @@ def choose_weight_decay(x, y, n_classes: int, wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
     best = max(scores, key=lambda w: (scores[w], w))
     return best, scores
 
-def logistic_probe(train_x, train_y, test_x, n_classes: int, wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), folds: int = 5, seed: int = 42,
-                   max_iter: int = 300) -> tuple:
-    "Converged linear probe: weight decay by cross-validation on the labelled tiles, refit on all of them -> (test probabilities, info)."
+
+def logistic_probe(
+    train_x,
+    train_y,
+    test_x,
+    n_classes: int,
+    wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+    folds: int = 5,
+    seed: int = 42,
+    max_iter: int = 300,
+) -> tuple:
+    """Converged linear probe: weight decay by cross-validation on the labelled tiles, refit on all of them -> (test
+    probabilities, info)."""
     wd, scores = choose_weight_decay(train_x, train_y, n_classes, wds, folds, seed, max_iter)
     zs = standardiser(train_x)
     W, info = fit_logistic(zs(train_x), train_y, n_classes, wd, max_iter)
@@ -193,11 +300,15 @@ def logistic_probe(train_x, train_y, test_x, n_classes: int, wds=(1e-5, 1e-4, 1e
 # %% ../nbs/05_evaluate.ipynb #3ad67498
 class Classifier(nn.Module):
     "Encoder + probe head on the pooled tokens."
+
     def __init__(self, encoder: nn.Module, n_classes: int, pool: str = "cls"):
         super().__init__()
         self.encoder, self.pool = encoder, pool
         self.head = linear_head(encoder.embed_dim, n_classes)
-    def forward(self, x): return self.head(pool_tokens(self.encoder.forward_features(x), self.pool))
+
+    def forward(self, x):
+        return self.head(pool_tokens(self.encoder.forward_features(x), self.pool))
+
 
 def flips_rot90(x, seed: int, epoch: int, ids):
     "Per-tile random horizontal flip and quarter turn `[B, C, H, W]`, keyed by (seed, epoch, tile id)."
@@ -206,15 +317,21 @@ def flips_rot90(x, seed: int, epoch: int, ids):
     k = (u[:, 1] * 4).long().clamp(max=3)
     return torch.stack([x, x.rot90(1, (2, 3)), x.rot90(2, (2, 3)), x.rot90(3, (2, 3))], 1)[torch.arange(len(x)), k]
 
+
 def ft_epochs_at(cfg: Config, fraction: float) -> int:
-    "Fine-tuning epochs at label `fraction`: `ft_epochs`, or `round(ft_epochs / sqrt(fraction))` with `ft_epoch_scaling='sqrt'`."
+    """Fine-tuning epochs at label `fraction`: `ft_epochs`, or `round(ft_epochs / sqrt(fraction))` with
+    `ft_epoch_scaling='sqrt'`."""
     return cfg.ft_epochs if cfg.ft_epoch_scaling == "none" else max(1, round(cfg.ft_epochs / math.sqrt(fraction)))
 
+
 def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
-    "Split the labelled tiles `idx` into (training, validation) with `share` held out (stratified where possible; none under 10 tiles)."
+    """Split the labelled tiles `idx` into (training, validation) with `share` held out (stratified where possible; none
+    under 10 tiles)."""
     idx = np.asarray(idx)
-    if share == 0 or len(idx) < 10: return idx, idx[:0]
+    if share == 0 or len(idx) < 10:
+        return idx, idx[:0]
     from sklearn.model_selection import train_test_split
+
     y = np.asarray(labels)[idx]
     n_val = max(1, int(round(share * len(idx))))
     present = np.unique(y)
@@ -222,125 +339,235 @@ def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
     tr, va = train_test_split(idx, test_size=n_val, stratify=stratify, random_state=seed)
     return np.sort(tr), np.sort(va)
 
+
 def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
     if cfg.ft_recipe == "study":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.ft_wd)
     from timm.optim._param_groups import param_groups_layer_decay
+
     decay = cfg.ft_layer_decay if cfg.init == "pretrained" else cfg.ft_layer_decay_random
     groups = param_groups_layer_decay(model.encoder, weight_decay=cfg.ft_wd, layer_decay=decay)
     groups.append(dict(params=list(model.head.parameters()), weight_decay=cfg.ft_wd, lr_scale=1.0))
-    for g in groups: g["lr"] = lr * g.get("lr_scale", 1.0)
+    for g in groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+
 
 def _probe_head(model: Classifier, feats, labels, cfg: Config, seed: int) -> None:
     "LP-FT: set the head to the linear probe fitted on `feats` (the frozen encoder's features of the training tiles)."
     n = model.head[1].out_features
     if cfg.probe_method == "sgd":
-        model.head.load_state_dict(train_head(feats, labels, n, cfg.probe_epochs, cfg.probe_lr, cfg.probe_wd, cfg.probe_batch,
-                                              cfg.probe_schedule, seed).state_dict())
+        model.head.load_state_dict(
+            train_head(
+                feats,
+                labels,
+                n,
+                cfg.probe_epochs,
+                cfg.probe_lr,
+                cfg.probe_wd,
+                cfg.probe_batch,
+                cfg.probe_schedule,
+                seed,
+            ).state_dict()
+        )
         return
     wd, _ = choose_weight_decay(feats, labels, n, cfg.probe_wds, cfg.probe_folds, seed, cfg.probe_iters)
     zs = standardiser(feats)
     W, _ = fit_logistic(zs(feats), labels, n, wd, cfg.probe_iters)
-    with torch.no_grad():  # BatchNorm's running statistics = the standardisation; the linear layer = the logistic weights
-        model.head[0].running_mean.copy_(zs.mean.float()); model.head[0].running_var.copy_((zs.std ** 2).float())
-        model.head[1].weight.copy_(W[:-1].T.float()); model.head[1].bias.copy_(W[-1].float())
+    with (
+        torch.no_grad()
+    ):  # BatchNorm's running statistics = the standardisation; the linear layer = the logistic weights
+        model.head[0].running_mean.copy_(zs.mean.float())
+        model.head[0].running_var.copy_((zs.std**2).float())
+        model.head[1].weight.copy_(W[:-1].T.float())
+        model.head[1].bias.copy_(W[-1].float())
 
-def _finetune_one(encoder, tiles, fit_idx, val_idx, normalize, cfg: Config, lr: float, epochs: int, seed: int, device,
-                  progress: bool, feats=None) -> dict:
-    "One fine-tuning at learning rate `lr`; the weights of the best validation epoch (or the last) are loaded at the end."
+
+def _finetune_one(
+    encoder,
+    tiles,
+    fit_idx,
+    val_idx,
+    normalize,
+    cfg: Config,
+    lr: float,
+    epochs: int,
+    seed: int,
+    device,
+    progress: bool,
+    feats=None,
+) -> dict:
+    """One fine-tuning at learning rate `lr`; the weights of the best validation epoch (or the last) are loaded at the
+    end."""
     import copy
+
     torch.manual_seed(seed)
     if cfg.ft_recipe == "mae":
         for m in encoder.modules():
-            if m.__class__.__name__ == "DropPath": m.drop_prob = cfg.ft_drop_path
+            if m.__class__.__name__ == "DropPath":
+                m.drop_prob = cfg.ft_drop_path
     model = Classifier(encoder, len(tiles.classes), cfg.pool).to(device)
     img_size = encoder.patch_embed.img_size[0]
     if cfg.ft_head_init == "probe":
-        f = feats[fit_idx] if feats is not None else encoder_features(encoder, tiles, fit_idx, normalize, cfg.pool, cfg.eval_batch, device)
+        f = (
+            feats[fit_idx]
+            if feats is not None
+            else encoder_features(encoder, tiles, fit_idx, normalize, cfg.pool, cfg.eval_batch, device)
+        )
         _probe_head(model, f, tiles.labels[fit_idx], cfg, seed)
     opt = _ft_optimizer(model, cfg, lr)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    batch = min(cfg.ft_batch, len(fit_idx)); steps = max(1, len(fit_idx) // batch)
+    batch = min(cfg.ft_batch, len(fit_idx))
+    steps = max(1, len(fit_idx) // batch)
     total, warm = steps * epochs, (steps * min(5, epochs // 5) if cfg.ft_recipe == "mae" else 0)
     smoothing = cfg.ft_label_smoothing if cfg.ft_recipe == "mae" else 0.0
-    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16")
+    amp = dict(
+        device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16"
+    )
     labels = torch.as_tensor(tiles.labels)
     val_acc, losses, best, step = [], [], (-1.0, 0, None), 0
     for ep in progress_bar(range(epochs), desc=f"fine-tuning (lr {lr:g})", disable=not progress, leave=False):
-        model.train(); loss_sum = 0.0
+        model.train()
+        loss_sum = 0.0
         perm = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(seed * 100003 + ep)).numpy()
         for i in range(steps):
-            ids = fit_idx[perm[i * batch:(i + 1) * batch]]
+            ids = fit_idx[perm[i * batch : (i + 1) * batch]]
             if cfg.ft_recipe == "mae":
-                for g, b in zip(opt.param_groups, base_lrs): g["lr"] = lr_at(step, total, warm, b)
-            x = flips_rot90(prepare(torch.from_numpy(np.asarray(tiles.images[ids])).to(device), normalize, img_size), seed, ep, ids)
-            with torch.autocast(**amp): loss = F.cross_entropy(model(x).float(), labels[ids].to(device), label_smoothing=smoothing)
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); step += 1; loss_sum += loss.item()
+                for g, b in zip(opt.param_groups, base_lrs):
+                    g["lr"] = lr_at(step, total, warm, b)
+            x = flips_rot90(
+                prepare(torch.from_numpy(np.asarray(tiles.images[ids])).to(device), normalize, img_size), seed, ep, ids
+            )
+            with torch.autocast(**amp):
+                loss = F.cross_entropy(model(x).float(), labels[ids].to(device), label_smoothing=smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += loss.item()
         losses.append(loss_sum / steps)
         if len(val_idx):
-            acc = float((predict(model, tiles, val_idx, normalize, cfg.eval_batch, device, amp["enabled"]).argmax(1)
-                         == tiles.labels[val_idx]).mean())
+            acc = float(
+                (
+                    predict(model, tiles, val_idx, normalize, cfg.eval_batch, device, amp["enabled"]).argmax(1)
+                    == tiles.labels[val_idx]
+                ).mean()
+            )
             val_acc.append(acc)
-            if acc > best[0]: best = (acc, ep + 1, copy.deepcopy(model.state_dict()))
-    if best[2] is not None: model.load_state_dict(best[2])
+            if acc > best[0]:
+                best = (acc, ep + 1, copy.deepcopy(model.state_dict()))
+    if best[2] is not None:
+        model.load_state_dict(best[2])
     epoch = best[1] if len(val_idx) else epochs
     return dict(model=model, val_accuracy=val_acc, best_val=best[0], epoch=epoch, train_loss=losses)
 
-def finetune(make_encoder, tiles: TileSet, train_idx, test_idx, normalize: BandNormalize, cfg: Config, seed: int = 42,
-             device="cpu", progress: bool = False, fraction: float = 1.0, feats=None) -> dict:
-    """Fine-tune fresh encoders from `make_encoder()` + head on the labelled tiles `train_idx` minus `ft_val` validation tiles; choose
-    the epoch (and the lr among `ft_lrs`) on those; return the chosen model's test probabilities, computed once, and the choices."""
+
+def finetune(
+    make_encoder,
+    tiles: TileSet,
+    train_idx,
+    test_idx,
+    normalize: BandNormalize,
+    cfg: Config,
+    seed: int = 42,
+    device="cpu",
+    progress: bool = False,
+    fraction: float = 1.0,
+    feats=None,
+) -> dict:
+    """Fine-tune fresh encoders from `make_encoder()` + head on the labelled tiles `train_idx` minus `ft_val` validation
+    tiles; choose the epoch (and the lr among `ft_lrs`) on those; return the chosen model's test probabilities, computed
+    once, and the choices."""
     train_idx = np.asarray(train_idx)
-    if len(train_idx) == 0: raise ValueError("no training tiles to fine-tune on")
+    if len(train_idx) == 0:
+        raise ValueError("no training tiles to fine-tune on")
     device = torch.device(device)
     normalize = normalize.to(device)
     fit_idx, val_idx = carve_validation(train_idx, tiles.labels, cfg.ft_val, seed)
     epochs, best, trials = ft_epochs_at(cfg, fraction), None, []
-    for lr in (list(cfg.ft_lrs) or [cfg.ft_lr]):
+    for lr in list(cfg.ft_lrs) or [cfg.ft_lr]:
         encoder = make_encoder()
         check_bands(encoder, tiles)
         r = _finetune_one(encoder, tiles, fit_idx, val_idx, normalize, cfg, lr, epochs, seed, device, progress, feats)
         trials.append(dict(lr=lr, val_accuracy=r["val_accuracy"], epoch=r["epoch"], train_loss=r["train_loss"]))
-        if best is None or r["best_val"] > best[1]["best_val"]: best = (lr, r)
+        if best is None or r["best_val"] > best[1]["best_val"]:
+            best = (lr, r)
     lr, r = best
     bf16 = resolve_precision(cfg.precision, device) == "bf16"
     probs = predict(r["model"], tiles, np.asarray(test_idx), normalize, cfg.eval_batch, device, bf16)
-    return dict(probs=probs, model=r["model"], lr=lr, epoch=r["epoch"], epochs=epochs, n_fit=len(fit_idx), n_val=len(val_idx),
-                val_accuracy=r["best_val"] if len(val_idx) else None, final_train_loss=r["train_loss"][-1], trials=trials)
+    return dict(
+        probs=probs,
+        model=r["model"],
+        lr=lr,
+        epoch=r["epoch"],
+        epochs=epochs,
+        n_fit=len(fit_idx),
+        n_val=len(val_idx),
+        val_accuracy=r["best_val"] if len(val_idx) else None,
+        final_train_loss=r["train_loss"][-1],
+        trials=trials,
+    )
+
 
 @torch.no_grad()
-def predict(model: Classifier, tiles: TileSet, idx, normalize, batch: int = 256, device="cpu", bf16: bool = False) -> np.ndarray:
+def predict(
+    model: Classifier, tiles: TileSet, idx, normalize, batch: int = 256, device="cpu", bf16: bool = False
+) -> np.ndarray:
     "Class probabilities `[len(idx), n_classes]` of a `Classifier`."
-    model.eval(); out = []; img_size = model.encoder.patch_embed.img_size[0]; device = torch.device(device)
+    model.eval()
+    out = []
+    img_size = model.encoder.patch_embed.img_size[0]
+    device = torch.device(device)
     for i in range(0, len(idx), batch):
-        x = prepare(torch.from_numpy(np.asarray(tiles.images[idx[i:i + batch]])).to(device), normalize, img_size)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16): out.append(F.softmax(model(x).float(), 1).cpu())
+        x = prepare(torch.from_numpy(np.asarray(tiles.images[idx[i : i + batch]])).to(device), normalize, img_size)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(F.softmax(model(x).float(), 1).cpu())
     return torch.cat(out).numpy()
 
 # %% ../nbs/05_evaluate.ipynb #7eea9900
 def classification_metrics(y_true, y_pred, classes: list) -> dict:
     "Accuracy, macro-F1, per-class accuracy and confusion counts of predictions."
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if len(y_true) != len(y_pred): raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
     n = len(classes)
     cm = np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
     tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
     present = (support + predicted) > 0
     f1 = np.divide(2 * tp, support + predicted, out=np.zeros(n), where=present)
-    return dict(accuracy=float(tp.sum() / max(1, cm.sum())), macro_f1=float(f1[present].mean()) if present.any() else 0.0,
-                per_class_accuracy={c: (float(tp[i] / support[i]) if support[i] else None) for i, c in enumerate(classes)},
-                confusion=cm.tolist(), n_test=int(cm.sum()))
+    return dict(
+        accuracy=float(tp.sum() / max(1, cm.sum())),
+        macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+        per_class_accuracy={c: (float(tp[i] / support[i]) if support[i] else None) for i, c in enumerate(classes)},
+        confusion=cm.tolist(),
+        n_test=int(cm.sum()),
+    )
 
 # %% ../nbs/05_evaluate.ipynb #36fb8ce6
-STRATEGY_NAMES = {("random", "linear"): "Random initialisation", ("random", "finetune"): "Supervised learning",
-                  ("random", "knn"): "k-NN, random", ("pretrained", "linear"): "Linear", ("pretrained", "finetune"): "Fine-tuning",
-                  ("pretrained", "knn"): "k-NN"}
+STRATEGY_NAMES = {
+    ("random", "linear"): "Random initialisation",
+    ("random", "finetune"): "Supervised learning",
+    ("random", "knn"): "k-NN, random",
+    ("pretrained", "linear"): "Linear",
+    ("pretrained", "finetune"): "Fine-tuning",
+    ("pretrained", "knn"): "k-NN",
+}
 
-def evaluate_encoder(make_encoder, encoder_key: str, tiles: TileSet, split: dict, normalize: BandNormalize, cfg: Config,
-                     cache: FeatureCache | None = None, progress: bool = True) -> tuple:
-    "Run `cfg.evaluations` x `cfg.fractions` x `cfg.seeds`; `make_encoder()` returns a fresh encoder. -> (records, predictions)."
-    device = resolve_device(cfg.device); cache = cache or FeatureCache()
+
+def evaluate_encoder(
+    make_encoder,
+    encoder_key: str,
+    tiles: TileSet,
+    split: dict,
+    normalize: BandNormalize,
+    cfg: Config,
+    cache: FeatureCache | None = None,
+    progress: bool = True,
+) -> tuple:
+    """Run `cfg.evaluations` x `cfg.fractions` x `cfg.seeds`; `make_encoder()` returns a fresh encoder. -> (records,
+    predictions)."""
+    device = resolve_device(cfg.device)
+    cache = cache or FeatureCache()
     train, test = np.asarray(split["train"]), np.asarray(split["test"])
     check_bands(make_encoder(), tiles)
     records, preds = [], []
@@ -348,47 +575,111 @@ def evaluate_encoder(make_encoder, encoder_key: str, tiles: TileSet, split: dict
     feats = None
     if {"linear", "knn"} & set(cfg.evaluations) or ("finetune" in cfg.evaluations and cfg.ft_head_init == "probe"):
         need = np.union1d(train, test)  # only the tiles of this split
-        key = f"{encoder_key}|{tiles.fingerprint}|{hashlib.sha1(need.tobytes()).hexdigest()}|{cfg.pool}|{cfg.normalisation}"
-        f_need = cache.get(key, lambda: encoder_features(make_encoder(), tiles, need, normalize, cfg.pool, cfg.eval_batch, device,
-                                                          resolve_precision(cfg.precision, device) == "bf16", progress))
-        feats = torch.zeros(len(tiles), f_need.shape[1]); feats[need] = f_need
+        need_sha = hashlib.sha1(need.tobytes()).hexdigest()
+        key = f"{encoder_key}|{tiles.fingerprint}|{need_sha}|{cfg.pool}|{cfg.normalisation}"
+        f_need = cache.get(
+            key,
+            lambda: encoder_features(
+                make_encoder(),
+                tiles,
+                need,
+                normalize,
+                cfg.pool,
+                cfg.eval_batch,
+                device,
+                resolve_precision(cfg.precision, device) == "bf16",
+                progress,
+            ),
+        )
+        feats = torch.zeros(len(tiles), f_need.shape[1])
+        feats[need] = f_need
     for strategy, frac, seed in progress_bar(jobs, desc="evaluations", disable=not progress):
         labelled = label_fraction(train, tiles.labels, frac, seed=seed, method=cfg.fraction_method)
-        t0 = time.time(); extra = dict(pool=cfg.pool)
+        t0 = time.time()
+        extra = dict(pool=cfg.pool)
         if strategy == "linear" and cfg.probe_method == "lbfgs":
-            probs, info = logistic_probe(feats[labelled], tiles.labels[labelled], feats[test], len(tiles.classes), cfg.probe_wds,
-                                         cfg.probe_folds, seed, cfg.probe_iters)
+            probs, info = logistic_probe(
+                feats[labelled],
+                tiles.labels[labelled],
+                feats[test],
+                len(tiles.classes),
+                cfg.probe_wds,
+                cfg.probe_folds,
+                seed,
+                cfg.probe_iters,
+            )
             extra.update(probe_method="lbfgs", probe=info)
         elif strategy == "linear":
-            probs = linear_probe(feats[labelled], tiles.labels[labelled], feats[test], len(tiles.classes), cfg.probe_epochs,
-                                 cfg.probe_lr, cfg.probe_wd, cfg.probe_batch, cfg.probe_schedule, seed)
+            probs = linear_probe(
+                feats[labelled],
+                tiles.labels[labelled],
+                feats[test],
+                len(tiles.classes),
+                cfg.probe_epochs,
+                cfg.probe_lr,
+                cfg.probe_wd,
+                cfg.probe_batch,
+                cfg.probe_schedule,
+                seed,
+            )
             extra.update(probe_method="sgd")
         elif strategy == "knn":
-            probs = knn_predict(feats[labelled], tiles.labels[labelled], feats[test], len(tiles.classes), cfg.knn_k, cfg.knn_t)
+            probs = knn_predict(
+                feats[labelled], tiles.labels[labelled], feats[test], len(tiles.classes), cfg.knn_k, cfg.knn_t
+            )
         else:
             r = finetune(make_encoder, tiles, labelled, test, normalize, cfg, seed, device, progress, frac, feats)
             probs = r["probs"]
-            extra.update({k: r[k] for k in ("lr", "epoch", "epochs", "n_fit", "n_val", "val_accuracy", "final_train_loss", "trials")})
+            extra.update(
+                {
+                    k: r[k]
+                    for k in ("lr", "epoch", "epochs", "n_fit", "n_val", "val_accuracy", "final_train_loss", "trials")
+                }
+            )
         m = classification_metrics(tiles.labels[test], probs.argmax(1), tiles.classes)
-        records.append(dict(strategy=strategy, init=cfg.init, name=STRATEGY_NAMES[(cfg.init, strategy)], fraction=frac, seed=seed,
-                            n_train=int(len(labelled)), **m, seconds=time.time() - t0, **extra))
+        records.append(
+            dict(
+                strategy=strategy,
+                init=cfg.init,
+                name=STRATEGY_NAMES[(cfg.init, strategy)],
+                fraction=frac,
+                seed=seed,
+                n_train=int(len(labelled)),
+                **m,
+                seconds=time.time() - t0,
+                **extra,
+            )
+        )
         preds.append((strategy, frac, seed, probs))
-        if progress: print(f"{STRATEGY_NAMES[(cfg.init, strategy)]:>22s} @ {frac:>5.0%} (seed {seed}, {len(labelled)} labels): "
-                           f"accuracy {m['accuracy']:.4f}", flush=True)
+        if progress:
+            print(
+                f"{STRATEGY_NAMES[(cfg.init, strategy)]:>22s} @ {frac:>5.0%} (seed {seed}, {len(labelled)} labels): "
+                f"accuracy {m['accuracy']:.4f}",
+                flush=True,
+            )
     return records, preds
 
+
 def write_results(run_dir, records: list, preds: list, tiles: TileSet, test_idx, gzip_rows: int = 20000) -> Path:
-    "Write `metrics.json` and `predictions.csv` (tile path, true and predicted class, class probabilities) atomically; gzipped above `gzip_rows` rows."
+    """Write `metrics.json` and `predictions.csv` (tile path, true and predicted class, class probabilities) atomically;
+    gzipped above `gzip_rows` rows."""
     import gzip
+
     run_dir = Path(run_dir)
     atomic_write_text(run_dir / "metrics.json", json.dumps(records, indent=1))
-    buf = io.StringIO(); w = csv.writer(buf)
+    buf = io.StringIO()
+    w = csv.writer(buf)
     w.writerow(["strategy", "fraction", "seed", "path", "true", "predicted"] + [f"p_{c}" for c in tiles.classes])
     for strategy, frac, seed, probs in preds:
         for i, p in zip(test_idx, probs):
-            w.writerow([strategy, frac, seed, tiles.paths[i], tiles.classes[tiles.labels[i]], tiles.classes[int(p.argmax())]] +
-                       [f"{v:.4f}" for v in p])
+            w.writerow(
+                [strategy, frac, seed, tiles.paths[i], tiles.classes[tiles.labels[i]], tiles.classes[int(p.argmax())]]
+                + [f"{v:.4f}" for v in p]
+            )
     if len(test_idx) * len(preds) <= gzip_rows:
-        atomic_write_text(run_dir / "predictions.csv", buf.getvalue()); return run_dir / "predictions.csv"
-    _atomic_write_bytes(run_dir / "predictions.csv.gz", lambda f: f.write(gzip.compress(buf.getvalue().encode(), mtime=0)))
+        atomic_write_text(run_dir / "predictions.csv", buf.getvalue())
+        return run_dir / "predictions.csv"
+    _atomic_write_bytes(
+        run_dir / "predictions.csv.gz", lambda f: f.write(gzip.compress(buf.getvalue().encode(), mtime=0))
+    )
     return run_dir / "predictions.csv.gz"

@@ -16,57 +16,87 @@ __all__ = ['GRADIENTS', 'BINNINGS', 'check_images', 'check_hog_options', 'image_
            'HOG', 'hog_reference', 'cells_to_patches', 'hog_glyphs', 'plot_hog_explained', 'bench_hog']
 
 # %% ../nbs/01_hog.ipynb #cd7ff61d
-GRADIENTS = ("central", "sobel")   # scikit-image's central difference; MaskFeat's Sobel with reflect padding
-BINNINGS = ("hard", "linear")      # scikit-image's hard votes; linear interpolation between neighbouring bin centres
+GRADIENTS = ("central", "sobel")  # scikit-image's central difference; MaskFeat's Sobel with reflect padding
+BINNINGS = ("hard", "linear")  # scikit-image's hard votes; linear interpolation between neighbouring bin centres
+
 
 def _check_int(name: str, value, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name}={value!r} is not allowed: expected an integer >= {low}")
     return int(value)
 
+
 def check_images(x, name: str = "x") -> torch.Tensor:
     "`x` itself if it is a 4-D floating-point tensor `[B, C, H, W]`, else `ValueError` saying what was expected."
-    if not isinstance(x, torch.Tensor): raise ValueError(f"{name} must be a torch.Tensor [B, C, H, W]; got {type(x).__name__}")
-    if x.ndim != 4: raise ValueError(f"{name} must be a 4-D tensor [B, C, H, W]; got shape {tuple(x.shape)} ({x.ndim}-D)")
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor [B, C, H, W]; got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be a 4-D tensor [B, C, H, W]; got shape {tuple(x.shape)} ({x.ndim}-D)")
     if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor (convert digital numbers first, e.g. x.float() / 10000); got dtype {x.dtype}")
+        raise ValueError(
+            f"{name} must be a floating-point tensor "
+            f"(convert digital numbers first, e.g. x.float() / 10000); got dtype {x.dtype}"
+        )
     return x
 
-def check_hog_options(bins: int = 9, cell: int = 8, gradient: str = "central", binning: str = "hard",
-                      gaussian_window: int = 0, eps: float = 1e-5) -> None:
+
+def check_hog_options(
+    bins: int = 9,
+    cell: int = 8,
+    gradient: str = "central",
+    binning: str = "hard",
+    gaussian_window: int = 0,
+    eps: float = 1e-5,
+) -> None:
     "`ValueError` naming the first HOG option that is out of range."
-    _check_int("bins", bins); _check_int("cell", cell); _check_int("gaussian_window", gaussian_window, 0)
-    if gradient not in GRADIENTS: raise ValueError(f"gradient={gradient!r} is not allowed: expected one of {GRADIENTS}")
-    if binning not in BINNINGS: raise ValueError(f"binning={binning!r} is not allowed: expected one of {BINNINGS}")
-    if not (isinstance(eps, (int, float)) and eps >= 0): raise ValueError(f"eps={eps!r} is not allowed: expected a number >= 0")
+    _check_int("bins", bins)
+    _check_int("cell", cell)
+    _check_int("gaussian_window", gaussian_window, 0)
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient={gradient!r} is not allowed: expected one of {GRADIENTS}")
+    if binning not in BINNINGS:
+        raise ValueError(f"binning={binning!r} is not allowed: expected one of {BINNINGS}")
+    if not (isinstance(eps, (int, float)) and eps >= 0):
+        raise ValueError(f"eps={eps!r} is not allowed: expected a number >= 0")
+
 
 def _check_divides(name: str, value: int, H: int, W: int, what: str = "image") -> None:
     if H % value or W % value:
-        raise ValueError(f"{name}={value} does not divide the {what} ({H}x{W} px): allowed are common divisors of {H} and {W}, "
-                         f"e.g. {[d for d in range(1, min(H, W) + 1) if H % d == 0 and W % d == 0][-4:]}")
+        raise ValueError(
+            f"{name}={value} does not divide the {what} ({H}x{W} px): allowed are common divisors of {H} and {W}, "
+            f"e.g. {[d for d in range(1, min(H, W) + 1) if H % d == 0 and W % d == 0][-4:]}"
+        )
 
 # %% ../nbs/01_hog.ipynb #e5994bad
 def image_gradients(x: torch.Tensor, method: str = "central") -> tuple:
     "Per-band gradients `(g_row, g_col)`, each `[B, C, H, W]`, of `x` `[B, C, H, W]` by central difference or Sobel."
     check_images(x)
-    if method not in GRADIENTS: raise ValueError(f"gradient={method!r} is not allowed: expected one of {GRADIENTS}")
+    if method not in GRADIENTS:
+        raise ValueError(f"gradient={method!r} is not allowed: expected one of {GRADIENTS}")
     return _gradients_into(x, method, torch.empty_like(x), torch.empty_like(x))
+
 
 def _gradients_into(x: torch.Tensor, method: str, g_row: torch.Tensor, g_col: torch.Tensor) -> tuple:
     "Gradients of `x` `[..., H, W]` written into the preallocated `g_row`, `g_col`."
     if method == "central":
         W = x.shape[-1]
-        if x.is_contiguous() and g_row.is_contiguous() and g_col.is_contiguous():   # one flat pass each; wrapped values are zeroed below
+        if (
+            x.is_contiguous() and g_row.is_contiguous() and g_col.is_contiguous()
+        ):  # one flat pass each; wrapped values are zeroed below
             xf, rf, cf = x.reshape(-1), g_row.view(-1), g_col.view(-1)
-            torch.sub(xf[2 * W:], xf[:-2 * W], out=rf[W:-W]); torch.sub(xf[2:], xf[:-2], out=cf[1:-1])
+            torch.sub(xf[2 * W :], xf[: -2 * W], out=rf[W:-W])
+            torch.sub(xf[2:], xf[:-2], out=cf[1:-1])
         else:
-            torch.sub(x[..., 2:, :], x[..., :-2, :], out=g_row[..., 1:-1, :]); torch.sub(x[..., 2:], x[..., :-2], out=g_col[..., 1:-1])
-        g_row[..., ::max(x.shape[-2] - 1, 1), :] = 0; g_col[..., ::max(W - 1, 1)] = 0        # first and last row / column
+            torch.sub(x[..., 2:, :], x[..., :-2, :], out=g_row[..., 1:-1, :])
+            torch.sub(x[..., 2:], x[..., :-2], out=g_col[..., 1:-1])
+        g_row[..., :: max(x.shape[-2] - 1, 1), :] = 0
+        g_col[..., :: max(W - 1, 1)] = 0  # first and last row / column
         return g_row, g_col
-    if min(x.shape[-2:]) < 2: raise ValueError(f"gradient='sobel' needs H, W >= 2 for reflect padding; got {tuple(x.shape[-2:])}")
+    if min(x.shape[-2:]) < 2:
+        raise ValueError(f"gradient='sobel' needs H, W >= 2 for reflect padding; got {tuple(x.shape[-2:])}")
     xp = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    across_rows = xp[..., :-2, :] + 2 * xp[..., 1:-1, :] + xp[..., 2:, :]    # [.., H, W+2]: smoothed down the rows
-    across_cols = xp[..., :-2] + 2 * xp[..., 1:-1] + xp[..., 2:]             # [.., H+2, W]: smoothed along the columns
+    across_rows = xp[..., :-2, :] + 2 * xp[..., 1:-1, :] + xp[..., 2:, :]  # [.., H, W+2]: smoothed down the rows
+    across_cols = xp[..., :-2] + 2 * xp[..., 1:-1] + xp[..., 2:]  # [.., H+2, W]: smoothed along the columns
     torch.sub(across_cols[..., 2:, :], across_cols[..., :-2, :], out=g_row)
     torch.sub(across_rows[..., 2:], across_rows[..., :-2], out=g_col)
     return g_row, g_col
@@ -74,7 +104,8 @@ def _gradients_into(x: torch.Tensor, method: str, g_row: torch.Tensor, g_col: to
 # %% ../nbs/01_hog.ipynb #55492546
 def gaussian_window_weights(window: int, H: int, W: int, dtype=torch.float32, device=None) -> torch.Tensor:
     "MaskFeat's Gaussian weights `[H, W]`: a `window`-square kernel (std `window // 2`, sum 1) tiled over the image."
-    window = _check_int("gaussian_window", window); _check_divides("gaussian_window", window, H, W)
+    window = _check_int("gaussian_window", window)
+    _check_divides("gaussian_window", window, H, W)
     n = torch.arange(window, dtype=torch.float64)
     g = torch.exp(-0.5 * ((n - n.mean()) / max(window // 2, 1)) ** 2)
     k = g[:, None] * g[None, :]
@@ -85,81 +116,140 @@ def _auto_chunk(x: torch.Tensor) -> int:
     planes, pixels = x.shape[0] * x.shape[1], x.shape[2] * x.shape[3]
     return max(1, (1 << 18) // pixels) if x.device.type == "cpu" else planes
 
+
 @torch.no_grad()
-def hog(x: torch.Tensor, bins: int = 9, cell: int = 8, gradient: str = "central", binning: str = "hard",
-        normalize: bool = True, gaussian_window: int = 0, eps: float = 1e-5, chunk: int | None = None) -> torch.Tensor:
+def hog(
+    x: torch.Tensor,
+    bins: int = 9,
+    cell: int = 8,
+    gradient: str = "central",
+    binning: str = "hard",
+    normalize: bool = True,
+    gaussian_window: int = 0,
+    eps: float = 1e-5,
+    chunk: int | None = None,
+) -> torch.Tensor:
     "HOG of every band of `x` `[B, C, H, W]` (float, any device) -> `[B, C, H/cell, W/cell, bins]`."
-    check_images(x); check_hog_options(bins, cell, gradient, binning, gaussian_window, eps)
+    check_images(x)
+    check_hog_options(bins, cell, gradient, binning, gaussian_window, eps)
     B, C, H, W = x.shape
     _check_divides("cell", cell, H, W)
-    if chunk is not None: _check_int("chunk", chunk)
+    if chunk is not None:
+        _check_int("chunk", chunk)
     out_dtype, dev = x.dtype, x.device
-    if x.dtype not in (torch.float32, torch.float64): x = x.float()
-    Hc, Wc, n_planes, S = H // cell, W // cell, B * C, 2 * bins + 2      # S slots per cell: bins unfolded over [-180°, 180°]
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    Hc, Wc, n_planes, S = (
+        H // cell,
+        W // cell,
+        B * C,
+        2 * bins + 2,
+    )  # S slots per cell: bins unfolded over [-180°, 180°]
     planes = x.reshape(n_planes, H, W).contiguous()
     weight = gaussian_window_weights(gaussian_window, H, W, x.dtype, dev) if gaussian_window else None
     cell_of = (torch.arange(H, device=dev) // cell)[:, None] * Wc + (torch.arange(W, device=dev) // cell)[None, :]
-    base = (cell_of * S + bins + 1).view(1, H * W)                         # slot of bin unit 0 in each pixel's cell
-    float_index = Hc * Wc * S < 2 ** (24 if x.dtype == torch.float32 else 53)   # slot numbers exact in x's dtype
-    if float_index: base = base.to(x.dtype)
+    base = (cell_of * S + bins + 1).view(1, H * W)  # slot of bin unit 0 in each pixel's cell
+    float_index = Hc * Wc * S < 2 ** (24 if x.dtype == torch.float32 else 53)  # slot numbers exact in x's dtype
+    if float_index:
+        base = base.to(x.dtype)
     ext = torch.zeros(n_planes, Hc * Wc * S, dtype=x.dtype, device=dev)
     step = min(chunk or _auto_chunk(x), n_planes)
-    g_row, g_col, ang = (torch.empty(step, H, W, dtype=x.dtype, device=dev) for _ in range(3))   # reused workspace
+    g_row, g_col, ang = (torch.empty(step, H, W, dtype=x.dtype, device=dev) for _ in range(3))  # reused workspace
     index = torch.empty(step, H * W, dtype=torch.long, device=dev)
-    for s in range(0, n_planes, step):                                     # chunks of band planes, not samples (one pass on a GPU)
-        p = planes[s:s + step]
+    for s in range(0, n_planes, step):  # chunks of band planes, not samples (one pass on a GPU)
+        p = planes[s : s + step]
         n = p.shape[0]
         gr, gc, a, idx = g_row[:n], g_col[:n], ang[:n], index[:n]
         _gradients_into(p, gradient, gr, gc)
-        torch.atan2(gr, gc, out=a).mul_(bins / math.pi)                    # signed orientation in bin units, [-bins, bins]
-        mag = gr.mul_(gr).addcmul_(gc, gc).sqrt_()                         # |g| (in g_row's buffer)
-        if weight is not None: mag.mul_(weight)
-        if binning == "linear": a.sub_(0.5)                                # bin k's centre sits at k + 0.5
+        torch.atan2(gr, gc, out=a).mul_(bins / math.pi)  # signed orientation in bin units, [-bins, bins]
+        mag = gr.mul_(gr).addcmul_(gc, gc).sqrt_()  # |g| (in g_row's buffer)
+        if weight is not None:
+            mag.mul_(weight)
+        if binning == "linear":
+            a.sub_(0.5)  # bin k's centre sits at k + 0.5
         low = torch.floor(a, out=gc)
-        if binning == "linear": w_high = a.sub_(low).mul_(mag)            # the upper neighbour's share of the vote
-        if float_index: idx.copy_(low.view(n, -1).add_(base))
-        else: idx.copy_(low.view(n, -1)).add_(base)
-        if binning == "hard": ext[s:s + n].scatter_add_(1, idx, mag.view(n, -1))
+        if binning == "linear":
+            w_high = a.sub_(low).mul_(mag)  # the upper neighbour's share of the vote
+        if float_index:
+            idx.copy_(low.view(n, -1).add_(base))
         else:
-            ext[s:s + n].scatter_add_(1, idx, mag.sub_(w_high).view(n, -1))
-            ext[s:s + n].scatter_add_(1, idx.add_(1), w_high.view(n, -1))
-    ext = ext.view(B, C, Hc, Wc, S)                                        # fold slot j into bin (j - bins - 1) mod bins
-    out = ext[..., 1:bins + 1] + ext[..., bins + 1:2 * bins + 1]
-    out[..., bins - 1] += ext[..., 0]; out[..., 0] += ext[..., 2 * bins + 1]
+            idx.copy_(low.view(n, -1)).add_(base)
+        if binning == "hard":
+            ext[s : s + n].scatter_add_(1, idx, mag.view(n, -1))
+        else:
+            ext[s : s + n].scatter_add_(1, idx, mag.sub_(w_high).view(n, -1))
+            ext[s : s + n].scatter_add_(1, idx.add_(1), w_high.view(n, -1))
+    ext = ext.view(B, C, Hc, Wc, S)  # fold slot j into bin (j - bins - 1) mod bins
+    out = ext[..., 1 : bins + 1] + ext[..., bins + 1 : 2 * bins + 1]
+    out[..., bins - 1] += ext[..., 0]
+    out[..., 0] += ext[..., 2 * bins + 1]
     out.div_(cell * cell)
-    if normalize: out.mul_(torch.linalg.vector_norm(out, dim=-1, keepdim=True).square_().add_(eps ** 2).rsqrt_())
+    if normalize:
+        out.mul_(torch.linalg.vector_norm(out, dim=-1, keepdim=True).square_().add_(eps**2).rsqrt_())
     return out.to(out_dtype)
 
 # %% ../nbs/01_hog.ipynb #fb4caeec
 class HOG(nn.Module):
     "Batched per-band HOG as a module: `[B, C, H, W]` float -> `[B, C, H/cell, W/cell, bins]` (see `hog`)."
-    def __init__(self, bins: int = 9, cell: int = 8, gradient: str = "central", binning: str = "hard", normalize: bool = True,
-                 gaussian_window: int = 0, eps: float = 1e-5, chunk: int | None = None):
+
+    def __init__(
+        self,
+        bins: int = 9,
+        cell: int = 8,
+        gradient: str = "central",
+        binning: str = "hard",
+        normalize: bool = True,
+        gaussian_window: int = 0,
+        eps: float = 1e-5,
+        chunk: int | None = None,
+    ):
         super().__init__()
         check_hog_options(bins, cell, gradient, binning, gaussian_window, eps)
-        self.options = dict(bins=int(bins), cell=int(cell), gradient=gradient, binning=binning, normalize=bool(normalize),
-                            gaussian_window=int(gaussian_window), eps=float(eps), chunk=chunk)
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return hog(x, **self.options)
+        self.options = dict(
+            bins=int(bins),
+            cell=int(cell),
+            gradient=gradient,
+            binning=binning,
+            normalize=bool(normalize),
+            gaussian_window=int(gaussian_window),
+            eps=float(eps),
+            chunk=chunk,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return hog(x, **self.options)
+
     def patches(self, x: torch.Tensor, patch: int) -> torch.Tensor:
         "HOG of `x` on the patch grid: `[B, L, C * (patch / cell)^2 * bins]` (see `cells_to_patches`)."
         return cells_to_patches(self(x), patch, self.options["cell"])
-    def extra_repr(self) -> str: return ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "chunk")
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "chunk")
 
 # %% ../nbs/01_hog.ipynb #a8fe74d7
 def hog_reference(images, bins: int = 9, cell: int = 8, normalize: bool = True) -> np.ndarray:
-    "scikit-image's HOG of every band of `images` `[N, C, H, W]`, one band at a time: `[N, C, H/cell, W/cell, bins]` float64."
+    """scikit-image's HOG of every band of `images` `[N, C, H, W]`, one band at a time: `[N, C, H/cell, W/cell, bins]`
+    float64."""
     from skimage.feature import hog as sk_hog
     from skimage.feature import _hoghistogram
     from skimage.feature._hog import _hog_channel_gradient
+
     a = np.asarray(images, dtype=np.float64)
-    if a.ndim != 4: raise ValueError(f"images must be 4-D [N, C, H, W]; got shape {a.shape}")
+    if a.ndim != 4:
+        raise ValueError(f"images must be 4-D [N, C, H, W]; got shape {a.shape}")
     N, C, H, W = a.shape
     out = np.zeros((N, C, H // cell, W // cell, bins))
     for i in range(N):
         for c in range(C):
             if normalize:
-                out[i, c] = sk_hog(a[i, c], orientations=bins, pixels_per_cell=(cell, cell), cells_per_block=(1, 1),
-                                   block_norm="L2", feature_vector=False)[:, :, 0, 0]
+                out[i, c] = sk_hog(
+                    a[i, c],
+                    orientations=bins,
+                    pixels_per_cell=(cell, cell),
+                    cells_per_block=(1, 1),
+                    block_norm="L2",
+                    feature_vector=False,
+                )[:, :, 0, 0]
             else:
                 g_row, g_col = _hog_channel_gradient(a[i, c])
                 _hoghistogram.hog_histograms(g_col, g_row, cell, cell, W, H, W // cell, H // cell, bins, out[i, c])
@@ -167,86 +257,146 @@ def hog_reference(images, bins: int = 9, cell: int = 8, normalize: bool = True) 
 
 # %% ../nbs/01_hog.ipynb #cd0c2b7e
 def cells_to_patches(h: torch.Tensor, patch: int, cell: int = 8) -> torch.Tensor:
-    "HOG cells `[B, C, Hc, Wc, bins]` on the ViT patch grid: `[B, L, C * k * k * bins]`, k = patch / cell, patches row-major, features (band, cell row, cell col, bin)."
+    """HOG cells `[B, C, Hc, Wc, bins]` on the ViT patch grid: `[B, L, C * k * k * bins]`, k = patch / cell, patches
+    row-major, features (band, cell row, cell col, bin)."""
     if not isinstance(h, torch.Tensor) or h.ndim != 5:
-        raise ValueError(f"h must be a 5-D HOG tensor [B, C, H/cell, W/cell, bins]; got {tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}")
+        raise ValueError(
+            "h must be a 5-D HOG tensor [B, C, H/cell, W/cell, bins]; "
+            f"got {tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}"
+        )
     patch, cell = _check_int("patch", patch), _check_int("cell", cell)
-    if patch % cell: raise ValueError(f"cell={cell} does not divide patch={patch}: allowed are divisors of {patch}")
+    if patch % cell:
+        raise ValueError(f"cell={cell} does not divide patch={patch}: allowed are divisors of {patch}")
     B, C, Hc, Wc, bins = h.shape
     k = patch // cell
     if Hc % k or Wc % k:
-        raise ValueError(f"patch={patch} does not divide the image ({Hc * cell}x{Wc * cell} px, {Hc}x{Wc} cells of {cell} px)")
+        raise ValueError(
+            f"patch={patch} does not divide the image ({Hc * cell}x{Wc * cell} px, {Hc}x{Wc} cells of {cell} px)"
+        )
     Hp, Wp = Hc // k, Wc // k
     return h.reshape(B, C, Hp, k, Wp, k, bins).permute(0, 2, 4, 1, 3, 5, 6).reshape(B, Hp * Wp, C * k * k * bins)
 
 # %% ../nbs/01_hog.ipynb #885d182d
 def hog_glyphs(ax, h: np.ndarray, cell: int = 8, color: str = "white", lw: float = 1.5):
-    "Draw HOG cells `h` `[Hc, Wc, bins]` on `ax` as one line per cell and bin along the edge direction, alpha = vote / max vote."
+    """Draw HOG cells `h` `[Hc, Wc, bins]` on `ax` as one line per cell and bin along the edge direction, alpha = vote /
+    max vote."""
     from matplotlib.collections import LineCollection
     from matplotlib.colors import to_rgb
+
     h = np.asarray(h, np.float64)
     Hc, Wc, bins = h.shape
-    theta = np.pi * (np.arange(bins) + 0.5) / bins                        # bin centres, rows down
-    ex, ey = -np.sin(theta), np.cos(theta)                                # edge direction (x = column, y = row)
+    theta = np.pi * (np.arange(bins) + 0.5) / bins  # bin centres, rows down
+    ex, ey = -np.sin(theta), np.cos(theta)  # edge direction (x = column, y = row)
     r = 0.45 * cell
     cy, cx = np.meshgrid((np.arange(Hc) + 0.5) * cell - 0.5, (np.arange(Wc) + 0.5) * cell - 0.5, indexing="ij")
-    segs = np.stack([np.stack([cx[..., None] - r * ex, cy[..., None] - r * ey], -1),
-                     np.stack([cx[..., None] + r * ex, cy[..., None] + r * ey], -1)], -2).reshape(-1, 2, 2)
+    segs = np.stack(
+        [
+            np.stack([cx[..., None] - r * ex, cy[..., None] - r * ey], -1),
+            np.stack([cx[..., None] + r * ex, cy[..., None] + r * ey], -1),
+        ],
+        -2,
+    ).reshape(-1, 2, 2)
     alpha = np.clip(h / max(h.max(), 1e-12), 0, 1).reshape(-1)  # negative votes (e.g. a prediction) draw nothing
-    rgba = np.zeros((len(alpha), 4)); rgba[:, :3] = to_rgb(color); rgba[:, 3] = alpha
+    rgba = np.zeros((len(alpha), 4))
+    rgba[:, :3] = to_rgb(color)
+    rgba[:, 3] = alpha
     ax.add_collection(LineCollection(segs, colors=rgba, linewidths=lw))
     return ax
 
+
 def plot_hog_explained(tile, cell: int = 8, bins: int = 9, gradient: str = "central", title: str | None = None):
-    "The study's HOG figure for one tile (a band `[H, W]` or an RGB composite `[H, W, 3]`): input, |gx|, |gy|, magnitude, HOG glyphs."
+    """The study's HOG figure for one tile (a band `[H, W]` or an RGB composite `[H, W, 3]`): input, |gx|, |gy|,
+    magnitude, HOG glyphs."""
     import matplotlib.pyplot as plt
+
     a = np.asarray(tile.detach().cpu() if isinstance(tile, torch.Tensor) else tile, dtype=np.float64)
-    if a.ndim == 3 and a.shape[-1] == 3: gray = a.mean(-1)
-    elif a.ndim == 2: gray = a
-    else: raise ValueError(f"tile must be one band [H, W] or an RGB composite [H, W, 3]; got shape {a.shape}")
+    if a.ndim == 3 and a.shape[-1] == 3:
+        gray = a.mean(-1)
+    elif a.ndim == 2:
+        gray = a
+    else:
+        raise ValueError(f"tile must be one band [H, W] or an RGB composite [H, W, 3]; got shape {a.shape}")
     x = torch.from_numpy(np.ascontiguousarray(gray))[None, None]
     g_row, g_col = image_gradients(x, gradient)
     h = hog(x, bins=bins, cell=cell, gradient=gradient, normalize=False)[0, 0].numpy()
-    panels = [("input", a, None), ("|gx| (along columns)", g_col.abs()[0, 0], "magma"), ("|gy| (along rows)", g_row.abs()[0, 0], "magma"),
-              ("gradient magnitude", torch.hypot(g_row, g_col)[0, 0], "magma"), (f"HOG ({bins} bins, {cell}x{cell} px cells)", None, None)]
+    panels = [
+        ("input", a, None),
+        ("|gx| (along columns)", g_col.abs()[0, 0], "magma"),
+        ("|gy| (along rows)", g_row.abs()[0, 0], "magma"),
+        ("gradient magnitude", torch.hypot(g_row, g_col)[0, 0], "magma"),
+        (f"HOG ({bins} bins, {cell}x{cell} px cells)", None, None),
+    ]
     fig, axs = plt.subplots(1, 5, figsize=(15, 3.4))
     for ax, (name, img, cmap) in zip(axs, panels):
         if img is None:
-            ax.imshow(np.zeros_like(gray), cmap="gray", vmin=0, vmax=1); hog_glyphs(ax, h, cell)
-        else: ax.imshow(np.asarray(img), cmap=cmap or ("gray" if a.ndim == 2 else None))
-        ax.set_title(name, fontsize=10); ax.set_xticks([]); ax.set_yticks([])
+            ax.imshow(np.zeros_like(gray), cmap="gray", vmin=0, vmax=1)
+            hog_glyphs(ax, h, cell)
+        else:
+            ax.imshow(np.asarray(img), cmap=cmap or ("gray" if a.ndim == 2 else None))
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
     fig.suptitle(title or f"HOG explained ({gradient} gradients)")
     fig.tight_layout()
     return fig
 
 # %% ../nbs/01_hog.ipynb #a4c0c4a9
-def bench_hog(images_uint16, batch: int = 256, repeats: int = 3, skimage_images: int = 32, threads: int | None = 2,
-              scale: float = 10000.0) -> dict:
-    "Images/s of the torch HOG (CPU, `batch` x 13 x 64 x 64 float32, normalised) and of scikit-image, their ratio, and the parity error."
-    batch, repeats, skimage_images = _check_int("batch", batch), _check_int("repeats", repeats), _check_int("skimage_images", skimage_images)
+def bench_hog(
+    images_uint16,
+    batch: int = 256,
+    repeats: int = 3,
+    skimage_images: int = 32,
+    threads: int | None = 2,
+    scale: float = 10000.0,
+) -> dict:
+    """Images/s of the torch HOG (CPU, `batch` x 13 x 64 x 64 float32, normalised) and of scikit-image, their ratio, and
+    the parity error."""
+    batch, repeats, skimage_images = (
+        _check_int("batch", batch),
+        _check_int("repeats", repeats),
+        _check_int("skimage_images", skimage_images),
+    )
     a = np.asarray(images_uint16)
-    if a.ndim != 4 or len(a) == 0: raise ValueError(f"images_uint16 must be [N, C, H, W] with N >= 1; got shape {a.shape}")
-    sel = np.arange(batch) % len(a)                                      # repeat tiles if the set is smaller than the batch
+    if a.ndim != 4 or len(a) == 0:
+        raise ValueError(f"images_uint16 must be [N, C, H, W] with N >= 1; got shape {a.shape}")
+    sel = np.arange(batch) % len(a)  # repeat tiles if the set is smaller than the batch
     x64 = torch.from_numpy(a[sel].astype(np.float64)) / scale
     x32 = x64.float()
-    sub = x64[:min(skimage_images, batch)].numpy()
+    sub = x64[: min(skimage_images, batch)].numpy()
     old_threads = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     try:
+
         def best(f):
-            f(); ts = []                                                 # one warm-up call
+            f()
+            ts = []  # one warm-up call
             for _ in range(repeats):
-                t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t0)
             return min(ts)
+
         t_torch = best(lambda: hog(x32))
         t_sk = best(lambda: hog_reference(sub))
         ref = torch.from_numpy(hog_reference(sub))
-        err64 = (hog(x64[:len(sub)]) - ref).abs().max().item()
-        err32 = (hog(x32[:len(sub)]).double() - ref).abs().max().item()
+        err64 = (hog(x64[: len(sub)]) - ref).abs().max().item()
+        err32 = (hog(x32[: len(sub)]).double() - ref).abs().max().item()
         n_threads = torch.get_num_threads()
-    finally: torch.set_num_threads(old_threads)
+    finally:
+        torch.set_num_threads(old_threads)
     torch_ips, sk_ips = batch / t_torch, len(sub) / t_sk
-    return dict(torch_images_per_s=torch_ips, skimage_images_per_s=sk_ips, speedup=torch_ips / sk_ips,
-                parity_max_abs_float64=err64, parity_max_abs_float32=err32, batch=batch, skimage_images=len(sub),
-                shape=tuple(x32.shape[1:]), repeats=repeats, threads=n_threads, device="cpu",
-                torch_version=torch.__version__)
+    return dict(
+        torch_images_per_s=torch_ips,
+        skimage_images_per_s=sk_ips,
+        speedup=torch_ips / sk_ips,
+        parity_max_abs_float64=err64,
+        parity_max_abs_float32=err32,
+        batch=batch,
+        skimage_images=len(sub),
+        shape=tuple(x32.shape[1:]),
+        repeats=repeats,
+        threads=n_threads,
+        device="cpu",
+        torch_version=torch.__version__,
+    )

@@ -18,20 +18,33 @@ def _check_int(name: str, value, low: int = 1) -> int:
         raise ValueError(f"{name}={value!r} is not allowed: expected an integer >= {low}")
     return int(value)
 
+
 def check_ratio(ratio) -> float:
     "`ratio` as a float if it lies strictly between 0 and 1, else `ValueError`."
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating)) or not math.isfinite(ratio) or not 0 < ratio < 1:
-        raise ValueError(f"ratio={ratio!r} is outside (0, 1): the share of patches to mask must be strictly between 0 and 1")
+    if (
+        isinstance(ratio, bool)
+        or not isinstance(ratio, (int, float, np.floating))
+        or not math.isfinite(ratio)
+        or not 0 < ratio < 1
+    ):
+        raise ValueError(
+            f"ratio={ratio!r} is outside (0, 1): the share of patches to mask must be strictly between 0 and 1"
+        )
     return float(ratio)
+
 
 def num_visible(L: int, ratio: float) -> int:
     "Patches kept visible out of `L` at masking `ratio`: MAE's `int(L * (1 - ratio))`, the visible count rounded down."
     L, ratio = _check_int("L", L), check_ratio(ratio)
     keep = int(L * (1 - ratio))
     if keep < 1:
-        raise ValueError(f"ratio={ratio} leaves no visible patch of L={L} (int({L} * (1 - {ratio})) = 0): allowed are ratios in (0, 1) "
-                         f"with int(L * (1 - ratio)) >= 1, about ratio <= {1 - 1 / L:.6g}")
-    if keep >= L: raise ValueError(f"ratio={ratio} masks no patch of L={L}: allowed are ratios with int(L * (1 - ratio)) < L")
+        raise ValueError(
+            f"ratio={ratio} leaves no visible patch of L={L} (int({L} * (1 - {ratio})) = 0): "
+            "allowed are ratios in (0, 1) "
+            f"with int(L * (1 - ratio)) >= 1, about ratio <= {1 - 1 / L:.6g}"
+        )
+    if keep >= L:
+        raise ValueError(f"ratio={ratio} masks no patch of L={L}: allowed are ratios with int(L * (1 - ratio)) < L")
     return keep
 
 # %% ../nbs/02_masking.ipynb #0ce7030d
@@ -41,6 +54,7 @@ def _check_tokens(x) -> tuple:
         raise ValueError(f"x must be a 3-D token tensor [B, L, D]; got {got}")
     return tuple(x.shape)
 
+
 def _noise(noise, shape: tuple, x: torch.Tensor, generator) -> torch.Tensor:
     if noise is None:
         dev = generator.device if generator is not None else x.device
@@ -48,25 +62,34 @@ def _noise(noise, shape: tuple, x: torch.Tensor, generator) -> torch.Tensor:
     if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != shape:
         got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
         raise ValueError(f"noise must be a tensor of shape {list(shape)} (one value per sample and patch); got {got}")
-    if noise.is_complex() or noise.dtype == torch.bool: raise ValueError(f"noise must be real numbers; got dtype {noise.dtype}")
+    if noise.is_complex() or noise.dtype == torch.bool:
+        raise ValueError(f"noise must be real numbers; got dtype {noise.dtype}")
     return noise.to(x.device)
 
-def random_masking(x: torch.Tensor, ratio: float, generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> tuple:
-    "Mask `x` `[B, L, D]` per sample: `(x_kept [B, L_keep, D], mask [B, L] (1 = masked, patch order), ids_restore [B, L])`."
+
+def random_masking(
+    x: torch.Tensor, ratio: float, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+) -> tuple:
+    """Mask `x` `[B, L, D]` per sample: `(x_kept [B, L_keep, D], mask [B, L] (1 = masked, patch order), ids_restore [B,
+    L])`."""
     B, L, D = _check_tokens(x)
     keep = num_visible(L, ratio)
     noise = _noise(noise, (B, L), x, generator)
-    ids_shuffle = torch.argsort(noise, dim=1, stable=True)               # ascending: the smallest `keep` stay visible
+    ids_shuffle = torch.argsort(noise, dim=1, stable=True)  # ascending: the smallest `keep` stay visible
     ids_restore = torch.empty_like(ids_shuffle).scatter_(1, ids_shuffle, torch.arange(L, device=x.device).expand(B, L))
     x_kept = torch.gather(x, 1, ids_shuffle[:, :keep, None].expand(-1, -1, D))
-    mask = (ids_restore >= keep).to(torch.float32)                       # a patch is masked when its rank is past `keep`
+    mask = (ids_restore >= keep).to(torch.float32)  # a patch is masked when its rank is past `keep`
     return x_kept, mask, ids_restore
 
 # %% ../nbs/02_masking.ipynb #2988563e
 _M64 = (1 << 64) - 1
 _GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
-def _signed(v: int) -> int: v &= _M64; return v - (1 << 64) if v >> 63 else v
+
+def _signed(v: int) -> int:
+    v &= _M64
+    return v - (1 << 64) if v >> 63 else v
+
 
 def splitmix64(state: int) -> int:
     "One step of SplitMix64 on a Python int: the output for `state` (the reference for the tensor code)."
@@ -75,87 +98,143 @@ def splitmix64(state: int) -> int:
     z = ((z ^ (z >> 27)) * _MIX2) & _M64
     return z ^ (z >> 31)
 
-def _srl(z: torch.Tensor, s: int) -> torch.Tensor: return (z >> s) & ((1 << (64 - s)) - 1)   # logical shift right on int64
+
+def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
+    return (z >> s) & ((1 << (64 - s)) - 1)  # logical shift right on int64
+
 
 def _mix64(z: torch.Tensor) -> torch.Tensor:
     z = (z ^ _srl(z, 30)) * _signed(_MIX1)
     z = (z ^ _srl(z, 27)) * _signed(_MIX2)
     return z ^ _srl(z, 31)
 
+
 def _key(seed: int, epoch: int, stream: int) -> int:
     for name, v in (("seed", seed), ("epoch", epoch), ("stream", stream)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise ValueError(f"{name}={v!r} is not allowed: expected an integer")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name}={v!r} is not allowed: expected an integer")
     return splitmix64(splitmix64(splitmix64(int(seed) & _M64) ^ (int(epoch) & _M64)) ^ (int(stream) & _M64))
 
-def keyed_uniform(seed: int, epoch: int, sample_ids: torch.Tensor, n: int, stream: int = 0, dtype=torch.float32) -> torch.Tensor:
-    "Uniform `[B, n]` in [0, 1) on `sample_ids`' device; row `b` depends only on (seed, epoch, sample_ids[b], stream), not on the batch."
-    if not isinstance(sample_ids, torch.Tensor) or sample_ids.ndim != 1 or sample_ids.is_floating_point() or sample_ids.is_complex() \
-            or sample_ids.dtype == torch.bool:
-        got = f"{sample_ids.dtype} {tuple(sample_ids.shape)}" if isinstance(sample_ids, torch.Tensor) else type(sample_ids).__name__
+
+def keyed_uniform(
+    seed: int, epoch: int, sample_ids: torch.Tensor, n: int, stream: int = 0, dtype=torch.float32
+) -> torch.Tensor:
+    """Uniform `[B, n]` in [0, 1) on `sample_ids`' device; row `b` depends only on (seed, epoch, sample_ids[b], stream),
+    not on the batch."""
+    if (
+        not isinstance(sample_ids, torch.Tensor)
+        or sample_ids.ndim != 1
+        or sample_ids.is_floating_point()
+        or sample_ids.is_complex()
+        or sample_ids.dtype == torch.bool
+    ):
+        got = (
+            f"{sample_ids.dtype} {tuple(sample_ids.shape)}"
+            if isinstance(sample_ids, torch.Tensor)
+            else type(sample_ids).__name__
+        )
         raise ValueError(f"sample_ids must be a 1-D integer tensor [B] of sample indices; got {got}")
     n = _check_int("n", n, 0)
-    if dtype not in (torch.float32, torch.float64): raise ValueError(f"dtype={dtype} is not allowed: expected torch.float32 or torch.float64")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype={dtype} is not allowed: expected torch.float32 or torch.float64")
     dev = sample_ids.device
-    state = _mix64(sample_ids.to(torch.long) * _signed(_GOLDEN) + _signed(_key(seed, epoch, stream)))      # [B]
+    state = _mix64(sample_ids.to(torch.long) * _signed(_GOLDEN) + _signed(_key(seed, epoch, stream)))  # [B]
     z = _mix64(state[:, None] + torch.arange(1, n + 1, device=dev, dtype=torch.long) * _signed(_GOLDEN))  # [B, n]
     bits = 24 if dtype == torch.float32 else 53
-    return _srl(z, 64 - bits).to(dtype) * (2.0 ** -bits)
+    return _srl(z, 64 - bits).to(dtype) * (2.0**-bits)
 
 # %% ../nbs/02_masking.ipynb #5b36064b
-def block_masking(x: torch.Tensor, ratio: float, grid: tuple | None = None, block: int = 2,
-                  generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> tuple:
-    "Block-wise masking of `x` `[B, L, D]` on a `grid` (rows, cols) of patches, exactly as many masked as `random_masking`."
+def block_masking(
+    x: torch.Tensor,
+    ratio: float,
+    grid: tuple | None = None,
+    block: int = 2,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> tuple:
+    """Block-wise masking of `x` `[B, L, D]` on a `grid` (rows, cols) of patches, exactly as many masked as
+    `random_masking`."""
     B, L, D = _check_tokens(x)
     if grid is None:
         side = math.isqrt(L)
-        if side * side != L: raise ValueError(f"grid=None needs a square number of patches; got L={L}: pass grid=(rows, cols)")
+        if side * side != L:
+            raise ValueError(f"grid=None needs a square number of patches; got L={L}: pass grid=(rows, cols)")
         grid = (side, side)
     gh, gw = (_check_int("grid rows", grid[0]), _check_int("grid cols", grid[1])) if len(grid) == 2 else (0, 0)
-    if gh * gw != L: raise ValueError(f"grid={tuple(grid)} does not hold L={L} patches: allowed are (rows, cols) with rows * cols = {L}")
+    if gh * gw != L:
+        raise ValueError(
+            f"grid={tuple(grid)} does not hold L={L} patches: allowed are (rows, cols) with rows * cols = {L}"
+        )
     block = _check_int("block", block)
     num_visible(L, ratio)
     u = _noise(noise, (B, L + 2), x, generator).to(torch.float64)
     dev = x.device
-    off = (u[:, L:] * block).long().clamp_(0, block - 1)                 # [B, 2] grid offset (rows, cols)
+    off = (u[:, L:] * block).long().clamp_(0, block - 1)  # [B, 2] grid offset (rows, cols)
     nbh, nbw = (gh + block - 1) // block + 1, (gw + block - 1) // block + 1
     r, c = torch.arange(gh, device=dev).view(1, gh, 1), torch.arange(gw, device=dev).view(1, 1, gw)
-    square = (((r + off[:, :1, None]) // block) * nbw + (c + off[:, 1:, None]) // block).reshape(B, L)   # square of each patch
-    first = torch.full((B, nbh * nbw), L, device=dev).scatter_reduce_(1, square, torch.arange(L, device=dev).expand(B, L), "amin")
-    square_noise = torch.gather(u[:, :L], 1, first.clamp_(max=L - 1))    # one uniform per square (empty squares: unused)
+    square = (((r + off[:, :1, None]) // block) * nbw + (c + off[:, 1:, None]) // block).reshape(
+        B, L
+    )  # square of each patch
+    first = torch.full((B, nbh * nbw), L, device=dev).scatter_reduce_(
+        1, square, torch.arange(L, device=dev).expand(B, L), "amin"
+    )
+    square_noise = torch.gather(u[:, :L], 1, first.clamp_(max=L - 1))  # one uniform per square (empty squares: unused)
     order = torch.argsort(square_noise, dim=1, stable=True)
     square_rank = torch.empty_like(order).scatter_(1, order, torch.arange(nbh * nbw, device=dev).expand(B, -1))
-    score = torch.gather(square_rank, 1, square).to(torch.float64) + u[:, :L]   # square by square, randomly inside a square
+    score = (
+        torch.gather(square_rank, 1, square).to(torch.float64) + u[:, :L]
+    )  # square by square, randomly inside a square
     return random_masking(x, ratio, noise=score)
 
 # %% ../nbs/02_masking.ipynb #12deb838
-def plot_masks(image, ratios=(0.2, 0.5, 0.7), patch: int = 8, seed: int = 0, methods=("random", "block"), block: int = 2):
-    "Figure: `image` `[H, W, 3]` (or `[H, W]`) and its masks at every ratio, one row per method (`'random'`, `'block'`)."
+def plot_masks(
+    image, ratios=(0.2, 0.5, 0.7), patch: int = 8, seed: int = 0, methods=("random", "block"), block: int = 2
+):
+    """Figure: `image` `[H, W, 3]` (or `[H, W]`) and its masks at every ratio, one row per method (`'random'`,
+    `'block'`)."""
     import matplotlib.pyplot as plt
+
     a = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float64)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (1, 3)):
         raise ValueError(f"image must be [H, W] or [H, W, 3]; got shape {a.shape}")
-    if a.ndim == 2: a = np.repeat(a[..., None], 3, -1)
-    if a.ndim == 3 and a.shape[-1] == 1: a = np.repeat(a, 3, -1)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, -1)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = np.repeat(a, 3, -1)
     H, W = a.shape[:2]
     patch = _check_int("patch", patch)
-    if H % patch or W % patch: raise ValueError(f"patch={patch} does not divide the image ({H}x{W} px)")
+    if H % patch or W % patch:
+        raise ValueError(f"patch={patch} does not divide the image ({H}x{W} px)")
     gh, gw = H // patch, W // patch
     unknown = [m for m in methods if m not in ("random", "block")]
-    if unknown or not methods: raise ValueError(f"methods={tuple(methods)!r} is not allowed: expected a non-empty subset of ('random', 'block')")
-    for ratio in ratios: num_visible(gh * gw, ratio)
+    if unknown or not methods:
+        raise ValueError(
+            f"methods={tuple(methods)!r} is not allowed: expected a non-empty subset of ('random', 'block')"
+        )
+    for ratio in ratios:
+        num_visible(gh * gw, ratio)
     tokens = torch.zeros(1, gh * gw, 1)
-    fig, axs = plt.subplots(len(methods), len(ratios) + 1, figsize=(2.3 * (len(ratios) + 1), 2.5 * len(methods)), squeeze=False)
+    fig, axs = plt.subplots(
+        len(methods), len(ratios) + 1, figsize=(2.3 * (len(ratios) + 1), 2.5 * len(methods)), squeeze=False
+    )
     for row, method in zip(axs, methods):
-        row[0].imshow(a); row[0].set_title("tile", fontsize=9)
+        row[0].imshow(a)
+        row[0].set_title("tile", fontsize=9)
         row[0].set_ylabel("random" if method == "random" else f"block-wise ({block}x{block})", fontsize=9)
         for ax, ratio in zip(row[1:], ratios):
             gen = torch.Generator().manual_seed(seed)
-            mask = (random_masking(tokens, ratio, gen) if method == "random" else block_masking(tokens, ratio, (gh, gw), block, gen))[1]
+            mask = (
+                random_masking(tokens, ratio, gen)
+                if method == "random"
+                else block_masking(tokens, ratio, (gh, gw), block, gen)
+            )[1]
             m = np.kron(mask.view(gh, gw).numpy(), np.ones((patch, patch)))[..., None]
             ax.imshow(a * (1 - m) + 0.5 * m)
             ax.set_title(f"ratio {ratio}: {int(mask.sum())}/{gh * gw} masked", fontsize=9)
         for ax in row:
-            ax.set_xticks(np.arange(0, W + 1, patch) - 0.5); ax.set_yticks(np.arange(0, H + 1, patch) - 0.5)
-            ax.grid(color="white", lw=0.3, alpha=0.6); ax.tick_params(length=0, labelbottom=False, labelleft=False)
+            ax.set_xticks(np.arange(0, W + 1, patch) - 0.5)
+            ax.set_yticks(np.arange(0, H + 1, patch) - 0.5)
+            ax.grid(color="white", lw=0.3, alpha=0.6)
+            ax.tick_params(length=0, labelbottom=False, labelleft=False)
     fig.tight_layout()
     return fig

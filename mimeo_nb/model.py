@@ -25,83 +25,160 @@ __all__ = ['PRESETS', 'TARGETS', 'VARIANTS', 'variant_settings', 'sincos_pos_emb
 
 # %% ../nbs/03_model.ipynb #34439a07
 PRESETS = {
-    "vit_tiny_patch8_64": dict(arch="vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=192,
-                               decoder_dim=128, decoder_depth=2, decoder_heads=4),
-    "vit_small_patch8_64": dict(arch="vit_small_patch16_224", img_size=64, patch_size=8, embed_dim=384,
-                                decoder_dim=256, decoder_depth=4, decoder_heads=8),
-    "vit_small_patch16_224": dict(arch="vit_small_patch16_224", img_size=224, patch_size=16, embed_dim=384,
-                                  decoder_dim=512, decoder_depth=8, decoder_heads=16),
+    "vit_tiny_patch8_64": dict(
+        arch="vit_tiny_patch16_224",
+        img_size=64,
+        patch_size=8,
+        embed_dim=192,
+        decoder_dim=128,
+        decoder_depth=2,
+        decoder_heads=4,
+    ),
+    "vit_small_patch8_64": dict(
+        arch="vit_small_patch16_224",
+        img_size=64,
+        patch_size=8,
+        embed_dim=384,
+        decoder_dim=256,
+        decoder_depth=4,
+        decoder_heads=8,
+    ),
+    "vit_small_patch16_224": dict(
+        arch="vit_small_patch16_224",
+        img_size=224,
+        patch_size=16,
+        embed_dim=384,
+        decoder_dim=512,
+        decoder_depth=8,
+        decoder_heads=16,
+    ),
 }
 TARGETS = ("raw", "hog", "raw+hog")
 
 # %% ../nbs/03_model.ipynb #91236d89
 VARIANTS = {
-    "A": dict(norm_pix=True), "B": dict(norm_pix=False),
-    "C": dict(hog_patch_norm=True, hog_cell_norm=True), "D": dict(hog_patch_norm=False, hog_cell_norm=True),
-    "E": dict(hog_patch_norm=True, hog_cell_norm=False), "F": dict(hog_patch_norm=False, hog_cell_norm=False),
+    "A": dict(norm_pix=True),
+    "B": dict(norm_pix=False),
+    "C": dict(hog_patch_norm=True, hog_cell_norm=True),
+    "D": dict(hog_patch_norm=False, hog_cell_norm=True),
+    "E": dict(hog_patch_norm=True, hog_cell_norm=False),
+    "F": dict(hog_patch_norm=False, hog_cell_norm=False),
 }
+
 
 def variant_settings(target: str, variant: str) -> dict:
     "The target flags of `variant` (A-F; two letters such as 'AC' for 'raw+hog') for `target`."
-    if target not in TARGETS: raise ValueError(f"target={target!r}; allowed: {TARGETS}")
+    if target not in TARGETS:
+        raise ValueError(f"target={target!r}; allowed: {TARGETS}")
     allowed = {"raw": ["A", "B"], "hog": ["C", "D", "E", "F"], "raw+hog": [a + b for a in "AB" for b in "CDEF"]}[target]
-    if variant not in allowed: raise ValueError(f"variant={variant!r} for target={target!r}; allowed: {allowed}")
+    if variant not in allowed:
+        raise ValueError(f"variant={variant!r} for target={target!r}; allowed: {allowed}")
     out = dict(norm_pix=False, hog_patch_norm=False, hog_cell_norm=False)
-    for letter in variant: out.update(VARIANTS[letter])
+    for letter in variant:
+        out.update(VARIANTS[letter])
     return out
 
 # %% ../nbs/03_model.ipynb #a10aea54
 def sincos_pos_embed(dim: int, grid: int, cls_token: bool = True) -> torch.Tensor:
     "2-D sine-cosine position embeddings `[1, (1 +) grid*grid, dim]` (MAE's), row-major patch order."
-    if dim % 4: raise ValueError(f"embedding dim={dim} must be divisible by 4 for 2-D sine-cosine embeddings")
+    if dim % 4:
+        raise ValueError(f"embedding dim={dim} must be divisible by 4 for 2-D sine-cosine embeddings")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4.0))
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
-    def emb(pos): out = pos.reshape(-1, 1) * omega[None]; return torch.cat([out.sin(), out.cos()], 1)
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
+
+    def emb(pos):
+        out = pos.reshape(-1, 1) * omega[None]
+        return torch.cat([out.sin(), out.cos()], 1)
+
     pe = torch.cat([emb(ys), emb(xs)], 1)  # [grid*grid, dim]: first half encodes the row, second half the column
-    if cls_token: pe = torch.cat([torch.zeros(1, dim, dtype=pe.dtype), pe])
+    if cls_token:
+        pe = torch.cat([torch.zeros(1, dim, dtype=pe.dtype), pe])
     return pe.float()[None]
 
 # %% ../nbs/03_model.ipynb #81a63061
 def patch_standardise(t):
-    "t: [B, L, D] -> every patch's target vector with mean 0 and variance 1: `(t - mean) / sqrt(var + 1e-6)` (MAE's norm_pix_loss)."
+    """t: [B, L, D] -> every patch's target vector with mean 0 and variance 1: `(t - mean) / sqrt(var + 1e-6)` (MAE's
+    norm_pix_loss)."""
     return (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
 
 # %% ../nbs/03_model.ipynb #a0563284
 class MaskedAutoencoder(nn.Module):
     "MAE with a timm ViT encoder, a light decoder and RAW / HOG / RAW+HOG prediction heads."
-    def __init__(self, preset: str = "vit_tiny_patch8_64", target: str = "raw", variant: str = "A", in_chans: int = 13,
-                 mask_ratio: float = 0.75, img_size: int | None = None, patch_size: int | None = None,
-                 hog_cell: int = 8, hog_bins: int = 9, hog_gradient: str = "sobel", loss_on: str = "masked",
-                 w_raw: float = 1.0, w_hog: float = 1.0, drop_path: float = 0.0):
+
+    def __init__(
+        self,
+        preset: str = "vit_tiny_patch8_64",
+        target: str = "raw",
+        variant: str = "A",
+        in_chans: int = 13,
+        mask_ratio: float = 0.75,
+        img_size: int | None = None,
+        patch_size: int | None = None,
+        hog_cell: int = 8,
+        hog_bins: int = 9,
+        hog_gradient: str = "sobel",
+        loss_on: str = "masked",
+        w_raw: float = 1.0,
+        w_hog: float = 1.0,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
-        if preset not in PRESETS: raise ValueError(f"preset={preset!r}; allowed: {list(PRESETS)}")
-        if loss_on not in ("masked", "all"): raise ValueError(f"loss_on={loss_on!r}; allowed: 'masked', 'all'")
-        if not (isinstance(in_chans, int) and in_chans >= 1): raise ValueError(f"in_chans={in_chans!r}; allowed: a positive integer")
-        if not 0 < mask_ratio < 1: raise ValueError(f"mask_ratio={mask_ratio!r}; allowed: a number in (0, 1)")
-        p = dict(PRESETS[preset]); p["img_size"] = img_size or p["img_size"]; p["patch_size"] = patch_size or p["patch_size"]
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r}; allowed: {list(PRESETS)}")
+        if loss_on not in ("masked", "all"):
+            raise ValueError(f"loss_on={loss_on!r}; allowed: 'masked', 'all'")
+        if not (isinstance(in_chans, int) and in_chans >= 1):
+            raise ValueError(f"in_chans={in_chans!r}; allowed: a positive integer")
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"mask_ratio={mask_ratio!r}; allowed: a number in (0, 1)")
+        p = dict(PRESETS[preset])
+        p["img_size"] = img_size or p["img_size"]
+        p["patch_size"] = patch_size or p["patch_size"]
         if p["img_size"] % p["patch_size"]:
-            raise ValueError(f"patch_size={p['patch_size']} does not divide img_size={p['img_size']}; allowed: a divisor of img_size")
+            raise ValueError(
+                f"patch_size={p['patch_size']} does not divide img_size={p['img_size']}; allowed: a divisor of img_size"
+            )
         self.flags = variant_settings(target, variant)
         if target != "raw" and p["patch_size"] % hog_cell:
-            raise ValueError(f"hog_cell={hog_cell} does not divide patch_size={p['patch_size']}; allowed: a divisor of patch_size")
-        self.preset, self.target, self.variant, self.in_chans, self.mask_ratio = preset, target, variant, in_chans, mask_ratio
+            raise ValueError(
+                f"hog_cell={hog_cell} does not divide patch_size={p['patch_size']}; allowed: a divisor of patch_size"
+            )
+        self.preset, self.target, self.variant, self.in_chans, self.mask_ratio = (
+            preset,
+            target,
+            variant,
+            in_chans,
+            mask_ratio,
+        )
         self.arch, self.img_size, self.patch_size, self.loss_on = p["arch"], p["img_size"], p["patch_size"], loss_on
         self.w_raw, self.w_hog, self.hog_cell = w_raw, w_hog, hog_cell
         self.grid = self.img_size // self.patch_size
         # encoder: exactly timm's architecture, so that its weights load with timm.create_model
-        self.encoder = timm.create_model(self.arch, pretrained=False, num_classes=0, in_chans=in_chans, img_size=self.img_size,
-                                         patch_size=self.patch_size, drop_path_rate=drop_path)
+        self.encoder = timm.create_model(
+            self.arch,
+            pretrained=False,
+            num_classes=0,
+            in_chans=in_chans,
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            drop_path_rate=drop_path,
+        )
         D, Dd = p["embed_dim"], p["decoder_dim"]
-        self.encoder.pos_embed.data.copy_(sincos_pos_embed(D, self.grid)); self.encoder.pos_embed.requires_grad_(False)
+        self.encoder.pos_embed.data.copy_(sincos_pos_embed(D, self.grid))
+        self.encoder.pos_embed.requires_grad_(False)
         # decoder
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
         self.register_buffer("decoder_pos_embed", sincos_pos_embed(Dd, self.grid))
-        self.decoder_blocks = nn.Sequential(*[Block(Dd, p["decoder_heads"], mlp_ratio=4.0, qkv_bias=True)
-                                              for _ in range(p["decoder_depth"])])
+        self.decoder_blocks = nn.Sequential(
+            *[Block(Dd, p["decoder_heads"], mlp_ratio=4.0, qkv_bias=True) for _ in range(p["decoder_depth"])]
+        )
         self.decoder_norm = nn.LayerNorm(Dd)
         self.heads = nn.ModuleDict()
-        if "raw" in target: self.heads["raw"] = nn.Linear(Dd, self.patch_size ** 2 * in_chans)
+        if "raw" in target:
+            self.heads["raw"] = nn.Linear(Dd, self.patch_size**2 * in_chans)
         if "hog" in target:
             self.hog = HOG(cell=hog_cell, bins=hog_bins, gradient=hog_gradient, normalize=self.flags["hog_cell_norm"])
             self.heads["hog"] = nn.Linear(Dd, in_chans * (self.patch_size // hog_cell) ** 2 * hog_bins)
@@ -111,29 +188,45 @@ class MaskedAutoencoder(nn.Module):
         "MAE's initialisation: xavier-uniform linears (patch embedding as a linear), small normal tokens."
         w = self.encoder.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.normal_(self.encoder.cls_token, std=0.02); nn.init.normal_(self.mask_token, std=0.02)
-        for m in [*self.encoder.blocks.modules(), *self.decoder_blocks.modules(), self.decoder_embed, *self.heads.values()]:
+        nn.init.normal_(self.encoder.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for m in [
+            *self.encoder.blocks.modules(),
+            *self.decoder_blocks.modules(),
+            self.decoder_embed,
+            *self.heads.values(),
+        ]:
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None: nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def patchify(self, x):
         "x: [B, C, H, W] -> [B, L, p*p*C] (MAE's order: patch row, column; then pixel row, column, band)."
-        B, C, H, W = x.shape; p, h, w = self.patch_size, H // self.patch_size, W // self.patch_size
+        B, C, H, W = x.shape
+        p, h, w = self.patch_size, H // self.patch_size, W // self.patch_size
         return x.reshape(B, C, h, p, w, p).permute(0, 2, 4, 3, 5, 1).reshape(B, h * w, p * p * C)
 
     def unpatchify(self, x):
         "x: [B, L, p*p*C] -> [B, C, H, W]."
-        B, L, _ = x.shape; p, h = self.patch_size, int(round(L ** 0.5)); C = x.shape[2] // p ** 2
+        B, L, _ = x.shape
+        p, h = self.patch_size, int(round(L**0.5))
+        C = x.shape[2] // p**2
         return x.reshape(B, h, h, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, h * p, h * p)
 
     def check_input(self, x):
         "Raise `ValueError` unless x is a float `[B, in_chans, img_size, img_size]` batch."
         if x.ndim != 4 or x.shape[1] != self.in_chans or tuple(x.shape[2:]) != (self.img_size, self.img_size):
-            raise ValueError(f"input of shape {tuple(x.shape)}; the model expects [B, {self.in_chans}, {self.img_size}, {self.img_size}] "
-                             f"(in_chans={self.in_chans} bands)")
-        if not x.is_floating_point(): raise ValueError(f"input dtype {x.dtype}; expected a normalised float batch (see BandNormalize)")
+            raise ValueError(
+                f"input of shape {tuple(x.shape)}; "
+                f"the model expects [B, {self.in_chans}, {self.img_size}, {self.img_size}] "
+                f"(in_chans={self.in_chans} bands)"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"input dtype {x.dtype}; expected a normalised float batch (see BandNormalize)")
 
     def forward_encoder(self, x, mask_ratio: float, noise=None):
         "x: [B, C, H, W] -> latent [B, 1 + L_keep, D], mask [B, L] (1 = masked), ids_restore [B, L]."
@@ -156,9 +249,11 @@ class MaskedAutoencoder(nn.Module):
 
     @torch.no_grad()
     def targets(self, x) -> dict:
-        "x: [B, C, H, W] -> {head: [B, L, out_dim]}: the per-patch targets of this model's variant (float32, no autocast)."
+        """x: [B, C, H, W] -> {head: [B, L, out_dim]}: the per-patch targets of this model's variant (float32, no
+        autocast)."""
         with torch.autocast(x.device.type, enabled=False):
-            x = x.float(); out = {}
+            x = x.float()
+            out = {}
             if "raw" in self.heads:
                 t = self.patchify(x)
                 out["raw"] = patch_standardise(t) if self.flags["norm_pix"] else t
@@ -179,7 +274,9 @@ class MaskedAutoencoder(nn.Module):
     def forward(self, x, mask_ratio: float | None = None, noise=None) -> dict:
         "x: normalised [B, C, H, W] -> dict(loss, losses, pred, target, mask, ids_restore)."
         self.check_input(x)
-        latent, mask, ids_restore = self.forward_encoder(x, self.mask_ratio if mask_ratio is None else mask_ratio, noise)
+        latent, mask, ids_restore = self.forward_encoder(
+            x, self.mask_ratio if mask_ratio is None else mask_ratio, noise
+        )
         pred = self.forward_decoder(latent, ids_restore)
         target = self.targets(x)
         loss, losses = self.forward_loss(pred, target, mask)
@@ -187,121 +284,200 @@ class MaskedAutoencoder(nn.Module):
 
     def config(self) -> dict:
         "The constructor arguments that rebuild this model."
-        return dict(preset=self.preset, target=self.target, variant=self.variant, in_chans=self.in_chans, mask_ratio=self.mask_ratio,
-                    img_size=self.img_size, patch_size=self.patch_size, hog_cell=self.hog_cell, loss_on=self.loss_on,
-                    w_raw=self.w_raw, w_hog=self.w_hog)
+        return dict(
+            preset=self.preset,
+            target=self.target,
+            variant=self.variant,
+            in_chans=self.in_chans,
+            mask_ratio=self.mask_ratio,
+            img_size=self.img_size,
+            patch_size=self.patch_size,
+            hog_cell=self.hog_cell,
+            loss_on=self.loss_on,
+            w_raw=self.w_raw,
+            w_hog=self.w_hog,
+        )
 
 # %% ../nbs/03_model.ipynb #fcbe3ff4
 def overfit(model: MaskedAutoencoder, x, steps: int = 40, lr: float = 1e-3, seed: int = 0) -> list:
-    "Train `model` on the fixed batch `x` for `steps` AdamW steps; return the loss of every step (a quick learning check)."
+    """Train `model` on the fixed batch `x` for `steps` AdamW steps; return the loss of every step (a quick learning
+    check)."""
     torch.manual_seed(seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95))
     losses = []
     model.train()
     for _ in range(steps):
         loss = model(x)["loss"]
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         losses.append(loss.item())
     return losses
 
 # %% ../nbs/03_model.ipynb #f2e06545
 def encoder_kwargs(model: MaskedAutoencoder) -> dict:
     "Keyword arguments for `timm.create_model` that rebuild `model.encoder`."
-    return dict(model_name=model.arch, in_chans=model.in_chans, img_size=model.img_size, patch_size=model.patch_size, num_classes=0)
+    return dict(
+        model_name=model.arch,
+        in_chans=model.in_chans,
+        img_size=model.img_size,
+        patch_size=model.patch_size,
+        num_classes=0,
+    )
+
 
 def export_encoder(model: MaskedAutoencoder, path, band_names=BAND_NAMES) -> Path:
     "Write the encoder's weights to `path` (safetensors, atomically); the metadata records how to rebuild it with timm."
     from safetensors.torch import save
+
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.encoder.state_dict().items()}
-    meta = {"timm_kwargs": json.dumps(encoder_kwargs(model)), "band_names": json.dumps(list(band_names)),
-            "mimeo_model": json.dumps(model.config())}
+    meta = {
+        "timm_kwargs": json.dumps(encoder_kwargs(model)),
+        "band_names": json.dumps(list(band_names)),
+        "mimeo_model": json.dumps(model.config()),
+    }
     _atomic_write_bytes(path, lambda f: f.write(save(tensors, metadata=meta)))
     return path
+
 
 def load_encoder(path, **overrides) -> nn.Module:
     "A timm model with the encoder weights of `path` (written by `export_encoder`)."
     from safetensors import safe_open
-    with safe_open(str(path), "pt") as f: meta = f.metadata() or {}
-    if "timm_kwargs" not in meta: raise ValueError(f"{path}: no timm_kwargs metadata; expected a file written by export_encoder")
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "timm_kwargs" not in meta:
+        raise ValueError(f"{path}: no timm_kwargs metadata; expected a file written by export_encoder")
     kw = {**json.loads(meta["timm_kwargs"]), **overrides}
-    size = (kw["in_chans"], kw["img_size"], kw["img_size"])  # the weights' real input: no channel adaptation, no warning
-    return timm.create_model(kw.pop("model_name"), pretrained=True, pretrained_cfg_overlay=dict(file=str(path), input_size=size), **kw)
+    size = (
+        kw["in_chans"],
+        kw["img_size"],
+        kw["img_size"],
+    )  # the weights' real input: no channel adaptation, no warning
+    return timm.create_model(
+        kw.pop("model_name"), pretrained=True, pretrained_cfg_overlay=dict(file=str(path), input_size=size), **kw
+    )
 
 # %% ../nbs/03_model.ipynb #3ced9586
 @torch.no_grad()
 def reconstruct(model: MaskedAutoencoder, x, mask_ratio: float | None = None, seed: int = 0) -> dict:
-    "Run `model` on normalised `x` with a seeded mask; return images `[B, C, H, W]`: masked, prediction, pasted; plus HOG maps."
+    """Run `model` on normalised `x` with a seeded mask; return images `[B, C, H, W]`: masked, prediction, pasted; plus
+    HOG maps."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    noise = torch.rand(x.shape[0], model.grid ** 2, generator=g).to(x.device)
+    noise = torch.rand(x.shape[0], model.grid**2, generator=g).to(x.device)
     out = model(x, mask_ratio, noise=noise)
-    mask_img = model.unpatchify(out["mask"][..., None].expand(-1, -1, model.patch_size ** 2 * model.in_chans))
+    mask_img = model.unpatchify(out["mask"][..., None].expand(-1, -1, model.patch_size**2 * model.in_chans))
     res = dict(input=x, mask=mask_img, masked=x * (1 - mask_img), loss=out["loss"].item())
     if "raw" in out["pred"]:
         p = out["pred"]["raw"].float()
         if model.flags["norm_pix"]:  # de-normalise with the true patch statistics (as MAE's visualisation does)
-            t = model.patchify(x); p = p * (t.var(-1, keepdim=True) + 1e-6).sqrt() + t.mean(-1, keepdim=True)
-        pred = model.unpatchify(p); res.update(pred=pred, pasted=x * (1 - mask_img) + pred * mask_img)
+            t = model.patchify(x)
+            p = p * (t.var(-1, keepdim=True) + 1e-6).sqrt() + t.mean(-1, keepdim=True)
+        pred = model.unpatchify(p)
+        res.update(pred=pred, pasted=x * (1 - mask_img) + pred * mask_img)
     if "hog" in out["pred"]:
-        k = (model.patch_size // model.hog_cell); B, L = out["mask"].shape
+        k = model.patch_size // model.hog_cell
+        B, L = out["mask"].shape
+
         def cells(v):  # [B, L, C*k*k*bins] -> [B, C, Hc, Wc, bins]
             v = v.float().reshape(B, model.grid, model.grid, model.in_chans, k, k, -1)
-            return v.permute(0, 3, 1, 4, 2, 5, 6).reshape(B, model.in_chans, model.grid * k, model.grid * k, v.shape[-1])
+            return v.permute(0, 3, 1, 4, 2, 5, 6).reshape(
+                B, model.in_chans, model.grid * k, model.grid * k, v.shape[-1]
+            )
+
         raw = cells_to_patches(model.hog(x.float()), model.patch_size, model.hog_cell)  # the histograms themselves
         p = out["pred"]["hog"].float()
-        if model.flags["hog_patch_norm"]: p = p * (raw.var(-1, keepdim=True) + 1e-6).sqrt() + raw.mean(-1, keepdim=True)
+        if model.flags["hog_patch_norm"]:
+            p = p * (raw.var(-1, keepdim=True) + 1e-6).sqrt() + raw.mean(-1, keepdim=True)
         res.update(hog_target=cells(raw), hog_pred=cells(p))
     return res
 
-def plot_reconstruction(model: MaskedAutoencoder, x, band_names=BAND_NAMES, mask_ratio=None, seed: int = 0, title: str = ""):
-    "Figure: per tile, original / masked / prediction / pasted (RGB), and HOG target / prediction (red band) for HOG models."
+
+def plot_reconstruction(
+    model: MaskedAutoencoder, x, band_names=BAND_NAMES, mask_ratio=None, seed: int = 0, title: str = ""
+):
+    """Figure: per tile, original / masked / prediction / pasted (RGB), and HOG target / prediction (red band) for HOG
+    models."""
     import matplotlib.pyplot as plt
+
     r = reconstruct(model, x, mask_ratio, seed)
     rgb_i = list(rgb_indices(band_names))
     xs = r["input"].float().cpu().numpy()[:, rgb_i]
-    lo, hi = np.percentile(xs, (2, 98), axis=(2, 3), keepdims=True)  # one stretch per tile, from the original, for every column
-    def stretch(v): return np.clip((v.float().cpu().numpy()[:, rgb_i] - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(0, 2, 3, 1)
+    lo, hi = np.percentile(
+        xs, (2, 98), axis=(2, 3), keepdims=True
+    )  # one stretch per tile, from the original, for every column
+
+    def stretch(v):
+        return np.clip((v.float().cpu().numpy()[:, rgb_i] - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(0, 2, 3, 1)
+
     cols = [("original", stretch(r["input"])), ("masked", stretch(r["masked"]))]
-    if "pred" in r: cols += [("prediction", stretch(r["pred"])), ("prediction + visible", stretch(r["pasted"]))]
+    if "pred" in r:
+        cols += [("prediction", stretch(r["pred"])), ("prediction + visible", stretch(r["pasted"]))]
     red = list(band_names).index("B04") if "B04" in band_names else 0
     if "hog_target" in r:
-        cols += [(f"HOG target ({band_names[red]})", r["hog_target"][:, red].cpu().numpy()),
-                 (f"HOG prediction ({band_names[red]})", r["hog_pred"][:, red].cpu().numpy().clip(min=0))]
+        cols += [
+            (f"HOG target ({band_names[red]})", r["hog_target"][:, red].cpu().numpy()),
+            (f"HOG prediction ({band_names[red]})", r["hog_pred"][:, red].cpu().numpy().clip(min=0)),
+        ]
     n = len(x)
     fig, axs = plt.subplots(n, len(cols), figsize=(1.9 * len(cols), 1.9 * n + 0.5), squeeze=False)
     for j, (name, imgs) in enumerate(cols):
         for i in range(n):
-            ax = axs[i, j]; ax.set_xticks([]); ax.set_yticks([])
+            ax = axs[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
             if name.startswith("HOG"):  # cells [Hc, Wc, bins] as orientation glyphs on black
-                ax.imshow(np.zeros((model.img_size, model.img_size)), cmap="gray", vmin=0, vmax=1); hog_glyphs(ax, imgs[i], model.hog_cell, lw=1.0)
-            else: ax.imshow(imgs[i])
-            if i == 0: ax.set_title(name, fontsize=8)
-    note = (" (normalised predictions de-normalised with the true patch statistics)"
-            if model.flags["norm_pix"] or model.flags["hog_patch_norm"] else "")
-    fig.suptitle((title + "  " if title else "") + f"target {model.target} {model.variant}, mask {model.mask_ratio if mask_ratio is None else mask_ratio}{note}", fontsize=8)
+                ax.imshow(np.zeros((model.img_size, model.img_size)), cmap="gray", vmin=0, vmax=1)
+                hog_glyphs(ax, imgs[i], model.hog_cell, lw=1.0)
+            else:
+                ax.imshow(imgs[i])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+    note = (
+        " (normalised predictions de-normalised with the true patch statistics)"
+        if model.flags["norm_pix"] or model.flags["hog_patch_norm"]
+        else ""
+    )
+    fig.suptitle(
+        (title + "  " if title else "")
+        + f"target {model.target} {model.variant}, mask {model.mask_ratio if mask_ratio is None else mask_ratio}{note}",
+        fontsize=8,
+    )
     fig.tight_layout()
     return fig
 
 # %% ../nbs/03_model.ipynb #fa2c071c
 @torch.no_grad()
 def pretext_quality(model: MaskedAutoencoder, x, seed: int = 0, batch: int = 256) -> dict:
-    "Masked-patch MSE and cosine of each head's prediction against the mean-target baseline, on normalised tiles `x` `[N, C, H, W]`."
+    """Masked-patch MSE and cosine of each head's prediction against the mean-target baseline, on normalised tiles `x`
+    `[N, C, H, W]`."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    noise = torch.rand(len(x), model.grid ** 2, generator=g)
+    noise = torch.rand(len(x), model.grid**2, generator=g)
     preds, targets = {k: [] for k in model.heads}, {k: [] for k in model.heads}
     for i in range(0, len(x), batch):
-        out = model(x[i:i + batch], noise=noise[i:i + batch].to(x.device))
+        out = model(x[i : i + batch], noise=noise[i : i + batch].to(x.device))
         m = out["mask"].bool()
         for k in model.heads:
-            preds[k].append(out["pred"][k].float()[m].cpu()); targets[k].append(out["target"][k].float()[m].cpu())
+            preds[k].append(out["pred"][k].float()[m].cpu())
+            targets[k].append(out["target"][k].float()[m].cpu())
     res = {}
     for k in model.heads:
         p, t = torch.cat(preds[k]), torch.cat(targets[k])
         mean = t.mean(0, keepdim=True).expand_as(t)
         mse, mse_mean = ((p - t) ** 2).mean().item(), ((mean - t) ** 2).mean().item()
-        cos, cos_mean = F.cosine_similarity(p, t, dim=1).mean().item(), F.cosine_similarity(mean, t, dim=1).mean().item()
-        res[k] = dict(mse=mse, mse_mean_target=mse_mean, mse_ratio=mse / mse_mean, cosine=cos, cosine_mean_target=cos_mean,
-                      patches=len(t))
+        cos, cos_mean = (
+            F.cosine_similarity(p, t, dim=1).mean().item(),
+            F.cosine_similarity(mean, t, dim=1).mean().item(),
+        )
+        res[k] = dict(
+            mse=mse,
+            mse_mean_target=mse_mean,
+            mse_ratio=mse / mse_mean,
+            cosine=cos,
+            cosine_mean_target=cos_mean,
+            patches=len(t),
+        )
     return res

@@ -11,31 +11,62 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import BAND_NAMES, SSL4EO, SSL4EO_FILES, atomic_write_text, load_ssl4eo, progress_bar, sample_generator
+from .data import BAND_NAMES, SSL4EO, SSL4EO_FILES, atomic_write_text, load_ssl4eo, progress_bar
+from .data import sample_generator
 
 # %% auto #0
 __all__ = ['RES_M', 'PACK_FORMAT', 'make_ssl4eo_fixture', 'file_sha256', 'pack_ssl4eo', 'verify_pack', 'PackedSSL4EO',
            'rank_batches', 'packed_loader', 'main']
 
 # %% ../nbs/00a_pack.ipynb #367ab7eb
-RES_M = {"B1": 60, "B2": 10, "B3": 10, "B4": 10, "B5": 20, "B6": 20, "B7": 20, "B8": 10, "B8A": 20, "B9": 60, "B10": 60, "B11": 20, "B12": 20}
+RES_M = {
+    "B1": 60,
+    "B2": 10,
+    "B3": 10,
+    "B4": 10,
+    "B5": 20,
+    "B6": 20,
+    "B7": 20,
+    "B8": 10,
+    "B8A": 20,
+    "B9": 60,
+    "B10": 60,
+    "B11": 20,
+    "B12": 20,
+}
 
-def make_ssl4eo_fixture(root, locations: int = 3, seasons: int = 2, grid: int = 24, seed: int = 0, missing: dict | None = None) -> Path:
-    """Write an SSL4EO-S12-layout folder of `locations` x `seasons` scenes, each band a `uint16` GeoTIFF at its own resolution (the 10 m
-    grid is `grid` px, a multiple of 6). `missing` maps `(location, season)` to a band file left out. -> `root`."""
+
+def make_ssl4eo_fixture(
+    root, locations: int = 3, seasons: int = 2, grid: int = 24, seed: int = 0, missing: dict | None = None
+) -> Path:
+    """Write an SSL4EO-S12-layout folder of `locations` x `seasons` scenes, each band a `uint16` GeoTIFF at its own
+    resolution (the 10 m grid is `grid` px, a multiple of 6). `missing` maps `(location, season)` to a band file left
+    out. -> `root`."""
     import rasterio
     from rasterio.transform import from_origin
-    if grid % 6: raise ValueError(f"grid={grid}; expected a multiple of 6 (the 60 m bands have grid / 6 px)")
+
+    if grid % 6:
+        raise ValueError(f"grid={grid}; expected a multiple of 6 (the 60 m bands have grid / 6 px)")
     root, rng, missing = Path(root), np.random.default_rng(seed), missing or {}
     for loc in range(locations):
         for s in range(seasons):
             scene = root / f"{loc:07d}" / f"2021{3 * s + 1:02d}01T000000_2021{3 * s + 1:02d}01T000000_T00AAA"
             scene.mkdir(parents=True, exist_ok=True)
             for band in SSL4EO_FILES:
-                if missing.get((loc, s)) == band: continue
+                if missing.get((loc, s)) == band:
+                    continue
                 n = grid * 10 // RES_M[band]
-                with rasterio.open(scene / f"{band}.tif", "w", driver="GTiff", width=n, height=n, count=1, dtype="uint16", crs="EPSG:32632",
-                                   transform=from_origin(500000, 5000000, RES_M[band], RES_M[band])) as f:
+                with rasterio.open(
+                    scene / f"{band}.tif",
+                    "w",
+                    driver="GTiff",
+                    width=n,
+                    height=n,
+                    count=1,
+                    dtype="uint16",
+                    crs="EPSG:32632",
+                    transform=from_origin(500000, 5000000, RES_M[band], RES_M[band]),
+                ) as f:
                     f.write(rng.integers(0, 10000, (n, n), dtype=np.uint16), 1)
     return root
 
@@ -43,175 +74,297 @@ def make_ssl4eo_fixture(root, locations: int = 3, seasons: int = 2, grid: int = 
 PACK_FORMAT = "mimeo-ssl4eo-pack/1"
 _READER = SSL4EO([], size=1)
 
+
 def file_sha256(path) -> str:
     "SHA-256 of a file (a shard; the encoder weights a run evaluated)."
-    with open(path, "rb") as f: return hashlib.file_digest(f, "sha256").hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
 
 def _read_one(scene: str, grid: int):
     "One scene as `uint16` `[13, grid, grid]`, or the reason it cannot be packed."
     try:
         x = _READER.read_scene(Path(scene))
-    except ValueError as e: return None, str(e)
-    if x.shape[1:] != (grid, grid): return None, f"{x.shape[1]}x{x.shape[2]} px on its 10 m grid, expected {grid}x{grid}"
+    except ValueError as e:
+        return None, str(e)
+    if x.shape[1:] != (grid, grid):
+        return None, f"{x.shape[1]}x{x.shape[2]} px on its 10 m grid, expected {grid}x{grid}"
     return x, ""
 
-def _read_star(args): return _read_one(*args)
+
+def _read_star(args):
+    return _read_one(*args)
+
 
 def _cut(path: Path, size: int, header: str) -> None:
     "Cut an append-only table back to `size` bytes (what the index vouches for), or start it with `header`."
-    if size: 
-        with open(path, "r+b") as f: f.truncate(size)
-    else: path.write_text(header)
+    if size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+    else:
+        path.write_text(header)
+
 
 def _append(path: Path, rows: list) -> int:
     with open(path, "a", newline="") as f:
-        csv.writer(f, delimiter="\t", lineterminator="\n").writerows(rows); f.flush(); os.fsync(f.fileno())
+        csv.writer(f, delimiter="\t", lineterminator="\n").writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
     return path.stat().st_size
 
 # %% ../nbs/00a_pack.ipynb #d2fb9ab9
-def pack_ssl4eo(src, dest, grid: int = 264, scenes_per_shard: int = 256, on_error: str = "skip", workers: int = 0,
-                progress: bool = True) -> dict:
-    """Pack the SSL4EO-S12 Sentinel-2 folder `src` (`<location>/<scene>/B*.tif`) into `dest`: `uint16` shards `[n, 13, grid, grid]`,
-    `samples.tsv`, `skipped.tsv` and `index.json` (with each shard's SHA-256). Resumes an interrupted pack into the same `dest`.
-    Bad scenes are skipped and reported (`on_error="skip"`) or stop the pack (`"raise"`). -> the index."""
-    if on_error not in ("skip", "raise"): raise ValueError(f"on_error={on_error!r}; allowed: 'skip', 'raise'")
+def pack_ssl4eo(
+    src,
+    dest,
+    grid: int = 264,
+    scenes_per_shard: int = 256,
+    on_error: str = "skip",
+    workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Pack the SSL4EO-S12 Sentinel-2 folder `src` (`<location>/<scene>/B*.tif`) into `dest`: `uint16` shards `[n, 13,
+    grid, grid]`, `samples.tsv`, `skipped.tsv` and `index.json` (with each shard's SHA-256). Resumes an interrupted pack
+    into the same `dest`. Bad scenes are skipped and reported (`on_error="skip"`) or stop the pack (`"raise"`). -> the
+    index."""
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error={on_error!r}; allowed: 'skip', 'raise'")
     for k, v in dict(grid=grid, scenes_per_shard=scenes_per_shard).items():
-        if not (isinstance(v, int) and v >= 1): raise ValueError(f"{k}={v!r}; expected an integer >= 1")
-    if not (isinstance(workers, int) and workers >= 0): raise ValueError(f"workers={workers!r}; expected an integer >= 0")
+        if not (isinstance(v, int) and v >= 1):
+            raise ValueError(f"{k}={v!r}; expected an integer >= 1")
+    if not (isinstance(workers, int) and workers >= 0):
+        raise ValueError(f"workers={workers!r}; expected an integer >= 0")
     src, dest = Path(src).expanduser().resolve(), Path(dest).expanduser()
     found = load_ssl4eo(src, size=1, on_error=on_error) if src.is_dir() else None
-    if found is None: raise ValueError(f"SSL4EO source {str(src)!r} is not a folder")
+    if found is None:
+        raise ValueError(f"SSL4EO source {str(src)!r} is not a folder")
     scenes = [(sc.parent.name, sc) for loc in found.scenes for sc in loc]
-    settings = dict(format=PACK_FORMAT, src=str(src), grid=grid, scenes_per_shard=scenes_per_shard, bands=list(BAND_NAMES), dtype="uint16",
-                    scenes=len(scenes))
+    settings = dict(
+        format=PACK_FORMAT,
+        src=str(src),
+        grid=grid,
+        scenes_per_shard=scenes_per_shard,
+        bands=list(BAND_NAMES),
+        dtype="uint16",
+        scenes=len(scenes),
+    )
     idx_file = dest / "index.json"
     if idx_file.is_file():
         index = json.loads(idx_file.read_text())
-        if (diff := {k: (index.get(k), v) for k, v in settings.items() if index.get(k) != v}):
-            raise ValueError(f"{dest} holds a pack made with other settings {diff} (found, asked); pack into an empty folder, or ask the same")
-        if index["complete"]: return index
+        if diff := {k: (index.get(k), v) for k, v in settings.items() if index.get(k) != v}:
+            raise ValueError(
+                f"{dest} holds a pack made with other settings {diff} (found, asked); "
+                "pack into an empty folder, or ask the same"
+            )
+        if index["complete"]:
+            return index
     else:
-        if dest.exists() and any(dest.iterdir()): raise ValueError(f"{dest} is not empty and holds no pack (index.json); expected an empty or new folder")
+        if dest.exists() and any(dest.iterdir()):
+            raise ValueError(f"{dest} is not empty and holds no pack (index.json); expected an empty or new folder")
         dest.mkdir(parents=True, exist_ok=True)
         index = dict(settings, shards=[], done=0, samples_bytes=0, skipped_bytes=0, complete=False)
-    for f in dest.glob(".*.partial"): f.unlink()                       # a shard interrupted while written
+    for f in dest.glob(".*.partial"):
+        f.unlink()  # a shard interrupted while written
     listed = {s["file"] for s in index["shards"]}
     for f in dest.glob("shard-*.npy"):
-        if f.name not in listed: f.unlink()                            # renamed, but the index never vouched for it
+        if f.name not in listed:
+            f.unlink()  # renamed, but the index never vouched for it
     _cut(dest / "samples.tsv", index["samples_bytes"], "location\tseason\tshard\toffset\n")
     _cut(dest / "skipped.tsv", index["skipped_bytes"], "scene\treason\n")
-    if index["done"] == 0 and found.skipped: index["skipped_bytes"] = _append(dest / "skipped.tsv", [list(s) for s in found.skipped])
+    if index["done"] == 0 and found.skipped:
+        index["skipped_bytes"] = _append(dest / "skipped.tsv", [list(s) for s in found.skipped])
 
     def commit(buf, rows, bad, pos):
         if buf:
-            k = len(index["shards"]); name = f"shard-{k:05d}.npy"; tmp = dest / f".{name}.partial"
+            k = len(index["shards"])
+            name = f"shard-{k:05d}.npy"
+            tmp = dest / f".{name}.partial"
             with open(tmp, "wb") as f:
-                np.save(f, np.stack(buf)); f.flush(); os.fsync(f.fileno())
+                np.save(f, np.stack(buf))
+                f.flush()
+                os.fsync(f.fileno())
             index["shards"].append(dict(file=name, scenes=len(buf), bytes=tmp.stat().st_size, sha256=file_sha256(tmp)))
             os.replace(tmp, dest / name)
-            index["samples_bytes"] = _append(dest / "samples.tsv", [[loc, sc, k, i] for i, (loc, sc) in enumerate(rows)])
-        if bad: index["skipped_bytes"] = _append(dest / "skipped.tsv", bad)
+            index["samples_bytes"] = _append(
+                dest / "samples.tsv", [[loc, sc, k, i] for i, (loc, sc) in enumerate(rows)]
+            )
+        if bad:
+            index["skipped_bytes"] = _append(dest / "skipped.tsv", bad)
         index["done"] = pos
         atomic_write_text(idx_file, json.dumps(index, indent=1))
 
-    todo = [(str(sc), grid) for _, sc in scenes[index["done"]:]]
-    bar = progress_bar(total=len(scenes), initial=index["done"], desc="packing SSL4EO-S12", unit="scene", disable=not progress)
+    todo = [(str(sc), grid) for _, sc in scenes[index["done"] :]]
+    bar = progress_bar(
+        total=len(scenes), initial=index["done"], desc="packing SSL4EO-S12", unit="scene", disable=not progress
+    )
     pool = Pool(workers) if workers else None
     try:
         reads = pool.imap(_read_star, todo, chunksize=4) if pool else map(_read_star, todo)
         buf, rows, bad, pos = [], [], [], index["done"]
         for x, why in reads:
-            loc, sc = scenes[pos]; pos += 1; bar.update()
+            loc, sc = scenes[pos]
+            pos += 1
+            bar.update()
             if x is None:
-                if on_error == "raise": raise ValueError(f"SSL4EO scene {str(sc)!r} cannot be packed: {why}")
+                if on_error == "raise":
+                    raise ValueError(f"SSL4EO scene {str(sc)!r} cannot be packed: {why}")
                 bad.append([str(sc), why])
-            else: buf.append(x); rows.append((loc, sc.name))
-            if len(buf) == scenes_per_shard: commit(buf, rows, bad, pos); buf, rows, bad = [], [], []
+            else:
+                buf.append(x)
+                rows.append((loc, sc.name))
+            if len(buf) == scenes_per_shard:
+                commit(buf, rows, bad, pos)
+                buf, rows, bad = [], [], []
         commit(buf, rows, bad, pos)
     finally:
         bar.close()
-        if pool: pool.terminate()
+        if pool:
+            pool.terminate()
     n_bad = sum(1 for _ in open(dest / "skipped.tsv")) - 1
-    if not index["shards"]: raise ValueError(f"no scene of {src} could be packed: all {n_bad} left out, reasons in {dest / 'skipped.tsv'}")
+    if not index["shards"]:
+        raise ValueError(f"no scene of {src} could be packed: all {n_bad} left out, reasons in {dest / 'skipped.tsv'}")
     index["complete"] = True
     atomic_write_text(idx_file, json.dumps(index, indent=1))
-    if n_bad: warnings.warn(f"pack_ssl4eo left out {n_bad} scene(s); reasons in {dest / 'skipped.tsv'}")
+    if n_bad:
+        warnings.warn(f"pack_ssl4eo left out {n_bad} scene(s); reasons in {dest / 'skipped.tsv'}")
     return index
 
 # %% ../nbs/00a_pack.ipynb #7260b66a
 def verify_pack(dest, progress: bool = True) -> dict:
-    "Check a packed folder against its index (complete, every shard's size and SHA-256, `samples.tsv`); raise naming what is wrong."
+    """Check a packed folder against its index (complete, every shard's size and SHA-256, `samples.tsv`); raise naming
+    what is wrong."""
     dest = Path(dest)
-    if not (dest / "index.json").is_file(): raise ValueError(f"{dest} holds no pack (no index.json); expected a folder written by pack_ssl4eo")
+    if not (dest / "index.json").is_file():
+        raise ValueError(f"{dest} holds no pack (no index.json); expected a folder written by pack_ssl4eo")
     index = json.loads((dest / "index.json").read_text())
-    if index.get("format") != PACK_FORMAT: raise ValueError(f"{dest}: format {index.get('format')!r}, expected {PACK_FORMAT!r}")
-    if not index["complete"]: raise ValueError(f"{dest}: the pack is incomplete ({index['done']} of {index['scenes']} scenes); run the pack again to resume")
+    if index.get("format") != PACK_FORMAT:
+        raise ValueError(f"{dest}: format {index.get('format')!r}, expected {PACK_FORMAT!r}")
+    if not index["complete"]:
+        raise ValueError(
+            f"{dest}: the pack is incomplete ({index['done']} of {index['scenes']} scenes); "
+            "run the pack again to resume"
+        )
     bad = []
     for s in progress_bar(index["shards"], desc="verifying shards", unit="shard", disable=not progress):
         f = dest / s["file"]
-        if not f.is_file(): bad.append(f"{s['file']}: missing")
-        elif f.stat().st_size != s["bytes"]: bad.append(f"{s['file']}: {f.stat().st_size} bytes, the index records {s['bytes']}")
-        elif file_sha256(f) != s["sha256"]: bad.append(f"{s['file']}: SHA-256 differs from the index (damaged)")
-    with open(dest / "samples.tsv") as f: rows = list(csv.DictReader(f, delimiter="\t"))
-    per = np.bincount([int(r["shard"]) for r in rows], minlength=len(index["shards"])) if rows else np.zeros(len(index["shards"]), int)
-    if list(per) != [s["scenes"] for s in index["shards"]]: bad.append(f"samples.tsv: {list(per)} rows per shard, the shards hold {[s['scenes'] for s in index['shards']]}")
-    if bad: raise ValueError(f"{dest}: pack damaged: " + "; ".join(bad))
+        if not f.is_file():
+            bad.append(f"{s['file']}: missing")
+        elif f.stat().st_size != s["bytes"]:
+            bad.append(f"{s['file']}: {f.stat().st_size} bytes, the index records {s['bytes']}")
+        elif file_sha256(f) != s["sha256"]:
+            bad.append(f"{s['file']}: SHA-256 differs from the index (damaged)")
+    with open(dest / "samples.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    per = (
+        np.bincount([int(r["shard"]) for r in rows], minlength=len(index["shards"]))
+        if rows
+        else np.zeros(len(index["shards"]), int)
+    )
+    if list(per) != [s["scenes"] for s in index["shards"]]:
+        bad.append(f"samples.tsv: {list(per)} rows per shard, the shards hold {[s['scenes'] for s in index['shards']]}")
+    if bad:
+        raise ValueError(f"{dest}: pack damaged: " + "; ".join(bad))
     return dict(shards=len(index["shards"]), scenes=len(rows), bytes=sum(s["bytes"] for s in index["shards"]))
 
 # %% ../nbs/00a_pack.ipynb #637af6e5
 class PackedSSL4EO(torch.utils.data.Dataset):
-    "SSL4EO-S12 from a packed folder: item `i` is a `uint16` `[13, size, size]` crop of a random season of location `i` (as `SSL4EO`)."
+    """SSL4EO-S12 from a packed folder: item `i` is a `uint16` `[13, size, size]` crop of a random season of location
+    `i` (as `SSL4EO`)."""
+
     def __init__(self, root, size: int = 64, seed: int = 0, verify: bool = False):
         self.root = Path(root)
-        if verify: verify_pack(self.root, progress=False)
+        if verify:
+            verify_pack(self.root, progress=False)
         index = json.loads((self.root / "index.json").read_text()) if (self.root / "index.json").is_file() else None
-        if index is None or index.get("format") != PACK_FORMAT: raise ValueError(f"{self.root} holds no pack (index.json of {PACK_FORMAT})")
-        if not index["complete"]: raise ValueError(f"{self.root}: the pack is incomplete; run mimeo-pack-ssl4eo again to resume it")
-        if size > index["grid"]: raise ValueError(f"size={size} exceeds the packed grid of {index['grid']} px")
-        with open(self.root / "samples.tsv") as f: rows = list(csv.DictReader(f, delimiter="\t"))
+        if index is None or index.get("format") != PACK_FORMAT:
+            raise ValueError(f"{self.root} holds no pack (index.json of {PACK_FORMAT})")
+        if not index["complete"]:
+            raise ValueError(f"{self.root}: the pack is incomplete; run mimeo-pack-ssl4eo again to resume it")
+        if size > index["grid"]:
+            raise ValueError(f"size={size} exceeds the packed grid of {index['grid']} px")
+        with open(self.root / "samples.tsv") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
         by_loc = {}
-        for r in rows: by_loc.setdefault(r["location"], []).append((int(r["shard"]), int(r["offset"])))
+        for r in rows:
+            by_loc.setdefault(r["location"], []).append((int(r["shard"]), int(r["offset"])))
         self.locations, self.scenes = list(by_loc), [np.array(v, dtype=np.int64) for v in by_loc.values()]
         self.files = [self.root / s["file"] for s in index["shards"]]
         self.grid, self.size, self.seed, self.epoch, self.index = index["grid"], size, seed, 0, index
         self.band_names, self.scale, self._maps = BAND_NAMES, 10000.0, None
-    def __len__(self): return len(self.scenes)
-    def set_epoch(self, epoch: int): self.epoch = epoch
-    def __getstate__(self): return {**self.__dict__, "_maps": None}     # workers open their own memory maps
+
+    def __len__(self):
+        return len(self.scenes)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __getstate__(self):
+        return {**self.__dict__, "_maps": None}  # workers open their own memory maps
+
     def shard(self, k: int) -> np.ndarray:
-        if self._maps is None: self._maps = [None] * len(self.files)
-        if self._maps[k] is None: self._maps[k] = np.load(self.files[k], mmap_mode="r")
+        if self._maps is None:
+            self._maps = [None] * len(self.files)
+        if self._maps[k] is None:
+            self._maps[k] = np.load(self.files[k], mmap_mode="r")
         return self._maps[k]
+
     def __getitem__(self, i: int) -> torch.Tensor:
         g = sample_generator(self.seed, self.epoch, i)
         seasons = self.scenes[i]
         shard, offset = seasons[int(torch.randint(len(seasons), (1,), generator=g))]
         top = int(torch.randint(self.grid - self.size + 1, (1,), generator=g))
         left = int(torch.randint(self.grid - self.size + 1, (1,), generator=g))
-        return torch.from_numpy(np.ascontiguousarray(self.shard(int(shard))[offset, :, top:top + self.size, left:left + self.size]))
+        return torch.from_numpy(
+            np.ascontiguousarray(self.shard(int(shard))[offset, :, top : top + self.size, left : left + self.size])
+        )
 
-def rank_batches(n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0, epoch: int = 0, accum_steps: int = 1) -> list:
-    "This process's batches (arrays of sample ids) of one epoch, in training order: disjoint across ranks, their union the epoch's samples."
-    if not 0 <= rank < world: raise ValueError(f"rank={rank} with world={world}; expected 0 <= rank < world")
+
+def rank_batches(
+    n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0, epoch: int = 0, accum_steps: int = 1
+) -> list:
+    """This process's batches (arrays of sample ids) of one epoch, in training order: disjoint across ranks, their union
+    the epoch's samples."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank={rank} with world={world}; expected 0 <= rank < world")
     order = torch.randperm(n, generator=sample_generator(seed, epoch, -1)).numpy()
     steps, per = n // (batch_size * world * accum_steps), batch_size * world
-    return [order[(it * accum_steps + m) * per + rank * batch_size:][:batch_size] for it in range(steps) for m in range(accum_steps)]
+    return [
+        order[(it * accum_steps + m) * per + rank * batch_size :][:batch_size]
+        for it in range(steps)
+        for m in range(accum_steps)
+    ]
+
 
 def packed_loader(ds: PackedSSL4EO, batches: list, epoch: int = 0, workers: int = 0, pin_memory: bool = False):
-    "A DataLoader over `batches` of `ds` (in that order) with `workers` processes and pinned memory: `[B, 13, size, size]` `uint16` batches."
+    """A DataLoader over `batches` of `ds` (in that order) with `workers` processes and pinned memory: `[B, 13, size,
+    size]` `uint16` batches."""
     ds.set_epoch(epoch)
-    return torch.utils.data.DataLoader(ds, batch_sampler=[[int(i) for i in b] for b in batches], num_workers=workers, pin_memory=pin_memory,
-                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_sampler=[[int(i) for i in b] for b in batches],
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
 
 # %% ../nbs/00a_pack.ipynb #3037c8d4
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="mimeo-pack-ssl4eo", description="Pack SSL4EO-S12 Sentinel-2 GeoTIFFs into checksummed uint16 shards "
-                                "(resumable), then verify them.")
+    p = argparse.ArgumentParser(
+        prog="mimeo-pack-ssl4eo",
+        description="Pack SSL4EO-S12 Sentinel-2 GeoTIFFs into checksummed uint16 shards (resumable), then verify them.",
+    )
     p.add_argument("src", help="SSL4EO-S12 S2 folder: <location>/<scene>/B1.tif ... B12.tif, B8A.tif")
     p.add_argument("dest", help="packed folder (new, empty, or an unfinished pack to resume)")
     p.add_argument("--grid", type=int, default=264, help="10 m grid of every scene in px (SSL4EO-S12: 264)")
-    p.add_argument("--scenes-per-shard", type=int, default=256, help="scenes per shard (256 x 13 x 264 x 264 x 2 bytes = 464 MB)")
-    p.add_argument("--on-error", choices=("skip", "raise"), default="skip", help="a bad scene is reported in skipped.tsv (skip) or stops the pack")
+    p.add_argument(
+        "--scenes-per-shard", type=int, default=256, help="scenes per shard (256 x 13 x 264 x 264 x 2 bytes = 464 MB)"
+    )
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "raise"),
+        default="skip",
+        help="a bad scene is reported in skipped.tsv (skip) or stops the pack",
+    )
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="processes reading GeoTIFFs")
     p.add_argument("--verify-only", action="store_true", help="only check an existing pack against its index")
     a = p.parse_args(argv)
@@ -220,7 +373,10 @@ def main(argv=None) -> int:
             pack_ssl4eo(a.src, a.dest, a.grid, a.scenes_per_shard, a.on_error, a.workers)
         print(json.dumps(verify_pack(a.dest)))
     except ValueError as e:
-        print(f"mimeo-pack-ssl4eo: {e}", file=sys.stderr); return 2
+        print(f"mimeo-pack-ssl4eo: {e}", file=sys.stderr)
+        return 2
     return 0
 
-if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
+
+if __name__ == "__main__" and "__file__" in globals():
+    sys.exit(main())

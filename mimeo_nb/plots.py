@@ -22,112 +22,229 @@ __all__ = ['CLASSES', 'FRACTIONS', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'S
            'accuracy_table', 'compare_rows', 'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
-CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture", "PermanentCrop", "Residential",
-           "River", "SeaLake"]
+CLASSES = [
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+]
 FRACTIONS = [1.0, 0.5, 0.1, 0.01]
-STUDY_STRATEGIES = pd.DataFrame({
-    "Random initialisation": [0.7840, 0.7929, 0.795, 0.7062], "Supervised learning": [0.969, 0.9459, 0.8729, 0.6031],
-    "Linear, RAW": [0.9267, 0.9367, 0.8935, 0.8459], "Linear, HOG": [0.9196, 0.9398, 0.9187, 0.8798],
-    "Fine-tuning, RAW": [0.9857, 0.9742, 0.9405, 0.7998], "Fine-tuning, HOG": [0.9872, 0.9796, 0.9442, 0.8053]}, index=FRACTIONS).T
-STUDY_NORMALISATION = pd.DataFrame({"E (norm)": [0.8598, 0.9661], "D (norm.hog)": [0.9398, 0.9824], "C (n+norm.hog)": [0.9125, 0.9872],
-                                    "F (none)": [0.8794, 0.9701]}, index=["Linear", "Fine-tuning"])
-STUDY_MASKING = pd.DataFrame({0.7: [0.9196, 0.9872], 0.5: [0.9277, 0.9838], 0.2: [0.9283, 0.9877]}, index=["Linear", "Fine-tuning"])
-STUDY_LOSS = pd.DataFrame({"A": [4.55e-4, 2.78e-4, 1.72e-4], "B": [0.038, None, None], "C": [0.664, 0.593, 0.525],
-                           "D": [0.034, 0.030, 0.026], "E": [5.74e-6, None, None], "F": [5.75e-6, None, None]}, index=[0.7, 0.5, 0.2])
+STUDY_STRATEGIES = pd.DataFrame(
+    {
+        "Random initialisation": [0.7840, 0.7929, 0.795, 0.7062],
+        "Supervised learning": [0.969, 0.9459, 0.8729, 0.6031],
+        "Linear, RAW": [0.9267, 0.9367, 0.8935, 0.8459],
+        "Linear, HOG": [0.9196, 0.9398, 0.9187, 0.8798],
+        "Fine-tuning, RAW": [0.9857, 0.9742, 0.9405, 0.7998],
+        "Fine-tuning, HOG": [0.9872, 0.9796, 0.9442, 0.8053],
+    },
+    index=FRACTIONS,
+).T
+STUDY_NORMALISATION = pd.DataFrame(
+    {
+        "E (norm)": [0.8598, 0.9661],
+        "D (norm.hog)": [0.9398, 0.9824],
+        "C (n+norm.hog)": [0.9125, 0.9872],
+        "F (none)": [0.8794, 0.9701],
+    },
+    index=["Linear", "Fine-tuning"],
+)
+STUDY_MASKING = pd.DataFrame(
+    {0.7: [0.9196, 0.9872], 0.5: [0.9277, 0.9838], 0.2: [0.9283, 0.9877]}, index=["Linear", "Fine-tuning"]
+)
+STUDY_LOSS = pd.DataFrame(
+    {
+        "A": [4.55e-4, 2.78e-4, 1.72e-4],
+        "B": [0.038, None, None],
+        "C": [0.664, 0.593, 0.525],
+        "D": [0.034, 0.030, 0.026],
+        "E": [5.74e-6, None, None],
+        "F": [5.75e-6, None, None],
+    },
+    index=[0.7, 0.5, 0.2],
+)
 STUDY_PER_CLASS = {
-    1.0: pd.DataFrame({"RAW A": [99.0, 99.5, 98.16, 97.4, 97.8, 99.0, 98.2, 99.5, 99.0, 100.0],
-                       "HOG C": [98.83, 99.83, 98.67, 97.6, 90.0, 98.0, 97.4, 99.5, 98.8, 99.67],
-                       "Supervised": [97.16, 99.67, 98.16, 94.6, 97.6, 96.0, 97.0, 98.67, 98.0, 99.0]}, index=CLASSES),
-    0.1: pd.DataFrame({"RAW A": [91.83, 99.0, 94.5, 87.0, 96.8, 93.75, 89.8, 95.67, 97.4, 95.17],
-                       "HOG C": [93.0, 99.17, 95.83, 87.4, 98.0, 94.0, 90.2, 98.0, 97.0, 97.33],
-                       "Supervised": [87.33, 96.67, 91.5, 75.2, 93.4, 89.25, 79.2, 90.83, 95.6, 96.17]}, index=CLASSES)}
+    1.0: pd.DataFrame(
+        {
+            "RAW A": [99.0, 99.5, 98.16, 97.4, 97.8, 99.0, 98.2, 99.5, 99.0, 100.0],
+            "HOG C": [98.83, 99.83, 98.67, 97.6, 90.0, 98.0, 97.4, 99.5, 98.8, 99.67],
+            "Supervised": [97.16, 99.67, 98.16, 94.6, 97.6, 96.0, 97.0, 98.67, 98.0, 99.0],
+        },
+        index=CLASSES,
+    ),
+    0.1: pd.DataFrame(
+        {
+            "RAW A": [91.83, 99.0, 94.5, 87.0, 96.8, 93.75, 89.8, 95.67, 97.4, 95.17],
+            "HOG C": [93.0, 99.17, 95.83, 87.4, 98.0, 94.0, 90.2, 98.0, 97.0, 97.33],
+            "Supervised": [87.33, 96.67, 91.5, 75.2, 93.4, 89.25, 79.2, 90.83, 95.6, 96.17],
+        },
+        index=CLASSES,
+    ),
+}
 
 # %% ../nbs/06_plots.ipynb #d9905e23
 def sweep_wall_seconds(sweeps: list) -> float:
-    """Elapsed time the entries of `sweep.json` cover (each ends at `finished` after `seconds`): the union of their intervals, so units
-    that ran side by side (`jobs` > 1) count once."""
+    """Elapsed time the entries of `sweep.json` cover (each ends at `finished` after `seconds`): the union of their
+    intervals, so units that ran side by side (`jobs` > 1) count once."""
     import datetime as dt
-    spans = sorted((dt.datetime.fromisoformat(s["finished"]).timestamp() - s["seconds"], dt.datetime.fromisoformat(s["finished"]).timestamp())
-                   for s in sweeps)
+
+    spans = sorted(
+        (
+            dt.datetime.fromisoformat(s["finished"]).timestamp() - s["seconds"],
+            dt.datetime.fromisoformat(s["finished"]).timestamp(),
+        )
+        for s in sweeps
+    )
     total, end = 0.0, float("-inf")
     for a, b in spans:
-        if b > end: total += b - max(a, end); end = b
+        if b > end:
+            total += b - max(a, end)
+            end = b
     return total
+
 
 def sweep_seconds(runs_dir, runs: list) -> float:
     "Wall time of the sweeps that made `runs_dir` (`sweep.json`), else the sum of the runs' own times."
     f = Path(runs_dir) / "sweep.json"
-    if f.is_file() and json.loads(f.read_text()).get("sweeps"): return sweep_wall_seconds(json.loads(f.read_text())["sweeps"])
+    if f.is_file() and json.loads(f.read_text()).get("sweeps"):
+        return sweep_wall_seconds(json.loads(f.read_text())["sweeps"])
     return float(sum(r["meta"]["seconds"] for r in runs))
 
+
 def load_runs(runs_dir) -> list:
-    "Every finished run in `runs_dir`: dicts with `dir`, `meta` (config.json), `metrics` (list) and `history` (DataFrame or None)."
+    """Every finished run in `runs_dir`: dicts with `dir`, `meta` (config.json), `metrics` (list) and `history`
+    (DataFrame or None)."""
     runs = []
     for d in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
-        if d.name.startswith((".", "_")) or not (d / "config.json").is_file(): continue
+        if d.name.startswith((".", "_")) or not (d / "config.json").is_file():
+            continue
         meta = json.loads((d / "config.json").read_text())
-        if meta.get("status") != "finished": continue
-        runs.append(dict(dir=d, meta=meta, cfg=meta["config"], metrics=json.loads((d / "metrics.json").read_text()),
-                         history=pd.read_csv(d / "history.csv") if (d / "history.csv").is_file() else None))
+        if meta.get("status") != "finished":
+            continue
+        runs.append(
+            dict(
+                dir=d,
+                meta=meta,
+                cfg=meta["config"],
+                metrics=json.loads((d / "metrics.json").read_text()),
+                history=pd.read_csv(d / "history.csv") if (d / "history.csv").is_file() else None,
+            )
+        )
     return runs
 
+
 def find_run(runs: list, **fields):
-    "The run whose config matches `fields` (e.g. `target='hog', variant='C', mask=0.7`); pre-trained runs unless `init` is given."
+    """The run whose config matches `fields` (e.g. `target='hog', variant='C', mask=0.7`); pre-trained runs unless
+    `init` is given."""
     fields = {"init": "pretrained", **fields}
     hits = [r for r in runs if all(r["cfg"].get(k) == v for k, v in fields.items())]
     return hits[-1] if hits else None
 
+
 def accuracy(run, strategy: str, fraction: float, key: str = "accuracy"):
     "Mean and standard deviation over seeds of `key` for `strategy` at `fraction` in `run` (NaN when absent)."
-    if run is None: return np.nan, np.nan
+    if run is None:
+        return np.nan, np.nan
     v = [m[key] for m in run["metrics"] if m["strategy"] == strategy and abs(m["fraction"] - fraction) < 1e-9]
     return (float(np.mean(v)), float(np.std(v)) if len(v) > 1 else np.nan) if v else (np.nan, np.nan)
 
 # %% ../nbs/06_plots.ipynb #a43460ea
-MAIN_ROWS = [("Random initialisation", dict(init="random"), "linear"), ("Supervised learning", dict(init="random"), "finetune"),
-             ("Linear, RAW", dict(target="raw", variant="A", mask=0.7), "linear"), ("Linear, HOG", dict(target="hog", variant="C", mask=0.7), "linear"),
-             ("Fine-tuning, RAW", dict(target="raw", variant="A", mask=0.7), "finetune"),
-             ("Fine-tuning, HOG", dict(target="hog", variant="C", mask=0.7), "finetune"),
-             ("k-NN, random", dict(init="random"), "knn"), ("k-NN, RAW", dict(target="raw", variant="A", mask=0.7), "knn"),
-             ("k-NN, HOG", dict(target="hog", variant="C", mask=0.7), "knn")]
+MAIN_ROWS = [
+    ("Random initialisation", dict(init="random"), "linear"),
+    ("Supervised learning", dict(init="random"), "finetune"),
+    ("Linear, RAW", dict(target="raw", variant="A", mask=0.7), "linear"),
+    ("Linear, HOG", dict(target="hog", variant="C", mask=0.7), "linear"),
+    ("Fine-tuning, RAW", dict(target="raw", variant="A", mask=0.7), "finetune"),
+    ("Fine-tuning, HOG", dict(target="hog", variant="C", mask=0.7), "finetune"),
+    ("k-NN, random", dict(init="random"), "knn"),
+    ("k-NN, RAW", dict(target="raw", variant="A", mask=0.7), "knn"),
+    ("k-NN, HOG", dict(target="hog", variant="C", mask=0.7), "knn"),
+]
+
 
 def strategies_table(runs: list, fractions=FRACTIONS, std: bool = False) -> pd.DataFrame:
     "Evaluation strategies x label fraction (test accuracy; with `std`, the standard deviation over seeds)."
-    return pd.DataFrame({f: [accuracy(find_run(runs, **sel), s, f)[1 if std else 0] for _, sel, s in MAIN_ROWS] for f in fractions},
-                        index=[n for n, _, _ in MAIN_ROWS])
+    return pd.DataFrame(
+        {f: [accuracy(find_run(runs, **sel), s, f)[1 if std else 0] for _, sel, s in MAIN_ROWS] for f in fractions},
+        index=[n for n, _, _ in MAIN_ROWS],
+    )
+
 
 def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0) -> pd.DataFrame:
     "HOG target normalisation ablation: linear and fine-tuning accuracy of variants E, D, C, F (plus RAW A, B)."
-    cols = {"E (norm)": ("hog", "E"), "D (norm.hog)": ("hog", "D"), "C (n+norm.hog)": ("hog", "C"), "F (none)": ("hog", "F"),
-            "RAW A (norm-pix)": ("raw", "A"), "RAW B": ("raw", "B")}
-    return pd.DataFrame({c: [accuracy(find_run(runs, target=t, variant=v, mask=mask), s, fraction)[0] for s in ("linear", "finetune", "knn")]
-                         for c, (t, v) in cols.items()}, index=["Linear", "Fine-tuning", "k-NN"])
+    cols = {
+        "E (norm)": ("hog", "E"),
+        "D (norm.hog)": ("hog", "D"),
+        "C (n+norm.hog)": ("hog", "C"),
+        "F (none)": ("hog", "F"),
+        "RAW A (norm-pix)": ("raw", "A"),
+        "RAW B": ("raw", "B"),
+    }
+    return pd.DataFrame(
+        {
+            c: [
+                accuracy(find_run(runs, target=t, variant=v, mask=mask), s, fraction)[0]
+                for s in ("linear", "finetune", "knn")
+            ]
+            for c, (t, v) in cols.items()
+        },
+        index=["Linear", "Fine-tuning", "k-NN"],
+    )
+
 
 def masking_table(runs: list, variant: str = "C", target: str = "hog", fraction: float = 1.0) -> pd.DataFrame:
     "Masking-ratio ablation (0.7 / 0.5 / 0.2) of one variant."
-    return pd.DataFrame({m: [accuracy(find_run(runs, target=target, variant=variant, mask=m), s, fraction)[0] for s in ("linear", "finetune", "knn")]
-                         for m in (0.7, 0.5, 0.2)}, index=["Linear", "Fine-tuning", "k-NN"])
+    return pd.DataFrame(
+        {
+            m: [
+                accuracy(find_run(runs, target=target, variant=variant, mask=m), s, fraction)[0]
+                for s in ("linear", "finetune", "knn")
+            ]
+            for m in (0.7, 0.5, 0.2)
+        },
+        index=["Linear", "Fine-tuning", "k-NN"],
+    )
+
 
 def loss_table(runs: list) -> pd.DataFrame:
     "Final pre-training loss, masking ratio x variant."
     out = pd.DataFrame(np.nan, index=[0.7, 0.5, 0.2], columns=list("ABCDEF"))
     for r in runs:
         c = r["cfg"]
-        if c["init"] == "pretrained" and c["target"] in ("raw", "hog") and r["meta"].get("final_loss") is not None and c["mask"] in out.index:
+        if (
+            c["init"] == "pretrained"
+            and c["target"] in ("raw", "hog")
+            and r["meta"].get("final_loss") is not None
+            and c["mask"] in out.index
+        ):
             out.loc[c["mask"], c["variant"]] = r["meta"]["final_loss"]
     return out
 
-PER_CLASS_MODELS = {"RAW A": dict(target="raw", variant="A", mask=0.7), "HOG C": dict(target="hog", variant="C", mask=0.7),
-                    "Supervised": dict(init="random")}
+
+PER_CLASS_MODELS = {
+    "RAW A": dict(target="raw", variant="A", mask=0.7),
+    "HOG C": dict(target="hog", variant="C", mask=0.7),
+    "Supervised": dict(init="random"),
+}
+
 
 def per_class_table(runs: list, fraction: float, strategy: str = "finetune") -> pd.DataFrame:
     "Per-class accuracy (%) of fine-tuned RAW A, HOG C and the supervised baseline at `fraction` (first seed)."
     cols = {}
     for name, sel in PER_CLASS_MODELS.items():
         r = find_run(runs, **sel)
-        m = [m for m in (r["metrics"] if r else []) if m["strategy"] == strategy and abs(m["fraction"] - fraction) < 1e-9]
+        m = [
+            m for m in (r["metrics"] if r else []) if m["strategy"] == strategy and abs(m["fraction"] - fraction) < 1e-9
+        ]
         cols[name] = {c: (None if v is None else 100 * v) for c, v in m[0]["per_class_accuracy"].items()} if m else {}
     return pd.DataFrame(cols)
+
 
 def confusion(runs: list, sel: dict, strategy: str, fraction: float):
     "(confusion counts, classes) of one evaluation (first seed), or (None, None)."
@@ -135,29 +252,45 @@ def confusion(runs: list, sel: dict, strategy: str, fraction: float):
     m = [m for m in (r["metrics"] if r else []) if m["strategy"] == strategy and abs(m["fraction"] - fraction) < 1e-9]
     return (np.array(m[0]["confusion"]), list(m[0]["per_class_accuracy"])) if m else (None, None)
 
+
 def beside(ours: pd.DataFrame, study: pd.DataFrame, fmt: str = "{:.4f}") -> pd.DataFrame:
     "One text table: each cell 'ours (study)' where the study has a number."
     out = ours.copy().astype(object)
     for i in ours.index:
         for c in ours.columns:
-            o = ours.loc[i, c]; s = study.loc[i, c] if (i in study.index and c in study.columns) else None
+            o = ours.loc[i, c]
+            s = study.loc[i, c] if (i in study.index and c in study.columns) else None
             o_txt = "-" if o is None or (isinstance(o, float) and np.isnan(o)) else fmt.format(o)
-            out.loc[i, c] = o_txt + (f" ({fmt.format(s)})" if s is not None and not (isinstance(s, float) and np.isnan(s)) else "")
+            out.loc[i, c] = o_txt + (
+                f" ({fmt.format(s)})" if s is not None and not (isinstance(s, float) and np.isnan(s)) else ""
+            )
     return out
+
 
 def markdown_table(df: pd.DataFrame, float_format: str = "{:.4f}") -> str:
     "A GitHub-flavoured markdown table of `df` (index as the first column; NaN as '-')."
+
     def cell(v):
-        if v is None or (isinstance(v, float) and np.isnan(v)): return "-"
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "-"
         return float_format.format(v) if isinstance(v, (float, np.floating)) else str(v)
-    head = [str(df.index.name or "")] + [f"{c:.0%}" if isinstance(c, float) and 0 < c <= 1 and df.columns.name == "fraction" else str(c) for c in df.columns]
+
+    head = [str(df.index.name or "")] + [
+        f"{c:.0%}" if isinstance(c, float) and 0 < c <= 1 and df.columns.name == "fraction" else str(c)
+        for c in df.columns
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join([str(i)] + [cell(v) for v in row]) + " |" for i, row in zip(df.index, df.itertuples(index=False))]
+    lines += [
+        "| " + " | ".join([str(i)] + [cell(v) for v in row]) + " |"
+        for i, row in zip(df.index, df.itertuples(index=False))
+    ]
     return "\n".join(lines) + "\n"
+
 
 def write_table(df: pd.DataFrame, folder, name: str, float_format: str = "{:.4f}") -> None:
     "`<name>.csv` and `<name>.md` in `folder`."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     df.to_csv(folder / f"{name}.csv")
     (folder / f"{name}.md").write_text(markdown_table(df, float_format))
 
@@ -165,156 +298,276 @@ def write_table(df: pd.DataFrame, folder, name: str, float_format: str = "{:.4f}
 def fig_sample_tiles(run):
     "Figure 1b: one RGB tile per class (from a run's `samples.npz`)."
     import matplotlib.pyplot as plt
+
     s = np.load(run_file(run, "samples.npz"))
-    n = len(s["rgb"]); fig, axs = plt.subplots(1, n, figsize=(1.6 * n, 2.0))
+    n = len(s["rgb"])
+    fig, axs = plt.subplots(1, n, figsize=(1.6 * n, 2.0))
     for ax, im, k in zip(np.atleast_1d(axs), s["rgb"], s["labels"]):
-        ax.imshow(im); ax.set_title(str(s["classes"][k]), fontsize=7); ax.axis("off")
-    fig.tight_layout(); return fig
+        ax.imshow(im)
+        ax.set_title(str(s["classes"][k]), fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
 
 def fig_hog(run):
     "Figure 2: HOG explained on a real tile (from a run's `samples.npz`)."
     from mimeo_nb.hog import plot_hog_explained
     from mimeo_nb.data import rgb_composite
+
     s = np.load(run_file(run, "samples.npz"))
     bands = [str(b) for b in s["band_names"]]
-    return plot_hog_explained(rgb_composite(s["tile"][None], bands)[0], title=f"HOG explained on a real tile (RGB composite of {', '.join(bands[:3]) if len(bands) == 3 else 'B04, B03, B02'})")
+    return plot_hog_explained(
+        rgb_composite(s["tile"][None], bands)[0],
+        title="HOG explained on a real tile "
+        f"(RGB composite of {', '.join(bands[:3]) if len(bands) == 3 else 'B04, B03, B02'})",
+    )
+
 
 def fig_reconstructions(runs: list, selections: list, title: str = ""):
-    "Figure 3: original / masked / prediction (RGB, or HOG glyphs of the red band for HOG targets) of one tile, a row per run."
+    """Figure 3: original / masked / prediction (RGB, or HOG glyphs of the red band for HOG targets) of one tile, a row
+    per run."""
     import matplotlib.pyplot as plt
     from mimeo_nb.data import rgb_indices
     from mimeo_nb.hog import hog_glyphs
+
     rows = [(lbl, find_run(runs, **sel)) for lbl, sel in selections]
     rows = [(l, r) for l, r in rows if r is not None and (run_file(r, "reconstruction.npz")).is_file()]
-    if not rows: return None
+    if not rows:
+        return None
     fig, axs = plt.subplots(len(rows), 4, figsize=(7.2, 1.9 * len(rows) + 0.4), squeeze=False)
     for i, (label, r) in enumerate(rows):
-        z = np.load(run_file(r, "reconstruction.npz")); bands = [str(b) for b in z["band_names"]]; ri = list(rgb_indices(bands))
+        z = np.load(run_file(r, "reconstruction.npz"))
+        bands = [str(b) for b in z["band_names"]]
+        ri = list(rgb_indices(bands))
         x = z["input"][0].astype(np.float32)
         lo, hi = np.percentile(x[ri], (2, 98), axis=(1, 2), keepdims=True)
-        def rgb(v): return np.clip((v[ri] - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
+
+        def rgb(v):
+            return np.clip((v[ri] - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
+
         panels = [("original", rgb(x)), ("masked", rgb(z["masked"][0].astype(np.float32)))]
-        if "pasted" in z.files: panels.append(("prediction + visible", rgb(z["pasted"][0].astype(np.float32))))
+        if "pasted" in z.files:
+            panels.append(("prediction + visible", rgb(z["pasted"][0].astype(np.float32))))
         red = bands.index("B04")
         if "hog_pred" in z.files:
             panels.append(("HOG target (B04)", z["hog_target"][0, red].astype(np.float32)))
             panels.append(("HOG prediction (B04)", z["hog_pred"][0, red].astype(np.float32).clip(min=0)))
         panels = panels[:4]
         for j in range(4):
-            ax = axs[i, j]; ax.set_xticks([]); ax.set_yticks([])
-            if j >= len(panels): ax.axis("off"); continue
+            ax = axs[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(panels):
+                ax.axis("off")
+                continue
             name, img = panels[j]
             if img.ndim == 3 and img.shape[-1] != 3:  # HOG cells [Hc, Wc, bins]
-                ax.imshow(np.zeros((x.shape[-1], x.shape[-1])), cmap="gray", vmin=0, vmax=1); hog_glyphs(ax, img, int(z["hog_cell"]), lw=1.0)
-            else: ax.imshow(img)
+                ax.imshow(np.zeros((x.shape[-1], x.shape[-1])), cmap="gray", vmin=0, vmax=1)
+                hog_glyphs(ax, img, int(z["hog_cell"]), lw=1.0)
+            else:
+                ax.imshow(img)
             ax.set_title(name, fontsize=7)
-        axs[i, 0].text(-0.08, 0.5, label, transform=axs[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
-    fig.suptitle(title, fontsize=9); fig.tight_layout(); return fig
+        axs[i, 0].text(
+            -0.08, 0.5, label, transform=axs[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8
+        )
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
 
 def fig_loss_curves(runs: list):
     "Figure 4: pre-training loss per epoch of every pre-training run (log scale), one panel per masking ratio."
     import matplotlib.pyplot as plt
+
     masks = sorted({r["cfg"]["mask"] for r in runs if r["history"] is not None}, reverse=True)
-    if not masks: return None
+    if not masks:
+        return None
     fig, axs = plt.subplots(1, len(masks), figsize=(4.2 * len(masks), 3.2), squeeze=False)
     for ax, m in zip(axs[0], masks):
         for r in runs:
-            if r["history"] is None or r["cfg"]["mask"] != m: continue
-            h = r["history"]; ax.plot(h["epoch"], h["loss"], label=f"{r['cfg']['target']} {r['cfg']['variant']}")
-        ax.set_yscale("log"); ax.set_xlabel("epoch"); ax.set_title(f"mask {m}", fontsize=9); ax.legend(fontsize=7)
-    axs[0, 0].set_ylabel("pre-training loss (MSE)"); fig.tight_layout(); return fig
+            if r["history"] is None or r["cfg"]["mask"] != m:
+                continue
+            h = r["history"]
+            ax.plot(h["epoch"], h["loss"], label=f"{r['cfg']['target']} {r['cfg']['variant']}")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"mask {m}", fontsize=9)
+        ax.legend(fontsize=7)
+    axs[0, 0].set_ylabel("pre-training loss (MSE)")
+    fig.tight_layout()
+    return fig
 
-def fig_strategies(table: pd.DataFrame, study: pd.DataFrame | None = STUDY_STRATEGIES, title: str = "this reproduction"):
+
+def fig_strategies(
+    table: pd.DataFrame, study: pd.DataFrame | None = STUDY_STRATEGIES, title: str = "this reproduction"
+):
     "Figure 5: grouped bars, strategies x label fraction: ours, beside the study's when given."
     import matplotlib.pyplot as plt
+
     rows = [r for r in table.index if not table.loc[r].isna().all()]
-    fr = list(table.columns); w = 0.8 / max(1, len(rows))
+    fr = list(table.columns)
+    w = 0.8 / max(1, len(rows))
     panels = [(table, title)] + ([(study, "study (reported)")] if study is not None else [])
-    fig, axs = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.6), sharey=True, squeeze=False); axs = axs[0]
+    fig, axs = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.6), sharey=True, squeeze=False)
+    axs = axs[0]
     for ax, (src, name) in zip(axs, panels):
         for i, r in enumerate(rows):
             vals = [src.loc[r, f] if (r in src.index and f in src.columns) else np.nan for f in fr]
             ax.bar(np.arange(len(fr)) + i * w, vals, w, label=r, color=f"C{i}")
-        ax.set_xticks(np.arange(len(fr)) + w * (len(rows) - 1) / 2, [f"{f:.0%}" for f in fr]); ax.set_xlabel("labels used")
-        ax.set_title(name, fontsize=9); ax.set_ylim(0, 1)
-    axs[0].set_ylabel("EuroSAT test accuracy"); axs[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout(); return fig
+        ax.set_xticks(np.arange(len(fr)) + w * (len(rows) - 1) / 2, [f"{f:.0%}" for f in fr])
+        ax.set_xlabel("labels used")
+        ax.set_title(name, fontsize=9)
+        ax.set_ylim(0, 1)
+    axs[0].set_ylabel("EuroSAT test accuracy")
+    axs[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
 
 def fig_ablation(table: pd.DataFrame, study: pd.DataFrame, title: str):
     "Figure 6: an ablation table as bars, ours beside the study's."
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6.5, 3))
-    cols = list(table.columns); x = np.arange(len(cols))
+    cols = list(table.columns)
+    x = np.arange(len(cols))
     for i, s in enumerate(["Linear", "Fine-tuning"]):
         ax.bar(x + (i - 0.5) * 0.38, table.loc[s].values.astype(float), 0.36, label=f"{s} (ours)", color=f"C{i}")
         if s in study.index:
-            ax.scatter(x + (i - 0.5) * 0.38, [study.loc[s, c] if c in study.columns else np.nan for c in cols], color="k", marker="_", s=200,
-                       label="study" if i == 0 else None, zorder=3)
-    ax.set_xticks(x, [str(c) for c in cols], fontsize=8); ax.set_ylim(0, 1); ax.set_ylabel("test accuracy"); ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right"); fig.tight_layout(); return fig
+            ax.scatter(
+                x + (i - 0.5) * 0.38,
+                [study.loc[s, c] if c in study.columns else np.nan for c in cols],
+                color="k",
+                marker="_",
+                s=200,
+                label="study" if i == 0 else None,
+                zorder=3,
+            )
+    ax.set_xticks(x, [str(c) for c in cols], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
 
 def fig_confusions(runs: list, fraction: float, strategy: str = "finetune"):
-    "Figure 7: confusion matrices (row-normalised) of fine-tuned RAW A, HOG C and the supervised baseline at `fraction`."
+    """Figure 7: confusion matrices (row-normalised) of fine-tuned RAW A, HOG C and the supervised baseline at
+    `fraction`."""
     import matplotlib.pyplot as plt, seaborn as sns
+
     mats = [(n, *confusion(runs, sel, strategy, fraction)) for n, sel in PER_CLASS_MODELS.items()]
     mats = [m for m in mats if m[1] is not None]
-    if not mats: return None
+    if not mats:
+        return None
     fig, axs = plt.subplots(1, len(mats), figsize=(5.2 * len(mats), 4.6), squeeze=False)
     for ax, (name, cm, classes) in zip(axs[0], mats):
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        sns.heatmap(norm, annot=cm, fmt="d", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax, annot_kws=dict(fontsize=6),
-                    xticklabels=classes, yticklabels=classes)
+        sns.heatmap(
+            norm,
+            annot=cm,
+            fmt="d",
+            cmap="Blues",
+            vmin=0,
+            vmax=1,
+            cbar=False,
+            ax=ax,
+            annot_kws=dict(fontsize=6),
+            xticklabels=classes,
+            yticklabels=classes,
+        )
         ax.set_title(f"{name}, {fraction:.0%} labels (acc. {np.trace(cm) / cm.sum():.3f})", fontsize=9)
-        ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.tick_params(labelsize=6)
-    fig.tight_layout(); return fig
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
 
 def fig_misclassified(run, n: int = 12):
     "Figure 9: misclassified test tiles of a run's headline evaluation, true -> predicted."
     import matplotlib.pyplot as plt
-    if run is None or not (run_file(run, "misclassified.npz")).is_file(): return None
-    z = np.load(run_file(run, "misclassified.npz")); k = min(n, len(z["rgb"]))
-    if k == 0: return None
-    cols = min(6, k); rows = -(-k // cols)
+
+    if run is None or not (run_file(run, "misclassified.npz")).is_file():
+        return None
+    z = np.load(run_file(run, "misclassified.npz"))
+    k = min(n, len(z["rgb"]))
+    if k == 0:
+        return None
+    cols = min(6, k)
+    rows = -(-k // cols)
     fig, axs = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
-    for ax in axs.flat: ax.axis("off")
+    for ax in axs.flat:
+        ax.axis("off")
     for ax, im, t, p in zip(axs.flat, z["rgb"][:k], z["true"][:k], z["pred"][:k]):
-        ax.imshow(im); ax.set_title(f"{z['classes'][t]}\n-> {z['classes'][p]}", fontsize=7)
-    fig.suptitle(f"misclassified: {run['cfg']['target']} {run['cfg']['variant']}, {z['strategy']} at {float(z['fraction']):.0%} labels", fontsize=9)
-    fig.tight_layout(); return fig
+        ax.imshow(im)
+        ax.set_title(f"{z['classes'][t]}\n-> {z['classes'][p]}", fontsize=7)
+    fig.suptitle(
+        f"misclassified: {run['cfg']['target']} {run['cfg']['variant']}, "
+        f"{z['strategy']} at {float(z['fraction']):.0%} labels",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/06_plots.ipynb #a24922ed
 def merge_units(runs: list) -> list:
-    "Runs sharing a pre-training (its unit and its evaluation units) merged into one experiment dict; lone runs pass through."
+    """Runs sharing a pre-training (its unit and its evaluation units) merged into one experiment dict; lone runs pass
+    through."""
     groups = {}
-    for r in runs: groups.setdefault(r["meta"].get("pretrain_id") or r["dir"].name, []).append(r)
+    for r in runs:
+        groups.setdefault(r["meta"].get("pretrain_id") or r["dir"].name, []).append(r)
     merged = []
     for rs in groups.values():
         base = next((r for r in rs if not r["cfg"].get("evaluations")), rs[0])
         metrics = [dict(m, _dir=str(r["dir"])) for r in rs for m in r["metrics"]]
-        headline = sorted(rs, key=lambda r: -max([m["fraction"] for m in r["metrics"] if m["strategy"] == "finetune"] or [0]))
+        headline = sorted(
+            rs, key=lambda r: -max([m["fraction"] for m in r["metrics"] if m["strategy"] == "finetune"] or [0])
+        )
         files = {}
         for name in ("samples.npz", "misclassified.npz", "reconstruction.npz", "quality.json"):
-            hit = next((r["dir"] / name for r in (headline if name == "misclassified.npz" else [base, *rs]) if (r["dir"] / name).is_file()), None)
-            if hit is not None: files[name] = hit
-        meta = dict(base["meta"], seconds=float(sum(r["meta"]["seconds"] for r in rs)), units=len(rs),
-                    pretrain_seconds=float(max(r["meta"].get("pretrain_seconds", 0.0) for r in rs)))
+            hit = next(
+                (
+                    r["dir"] / name
+                    for r in (headline if name == "misclassified.npz" else [base, *rs])
+                    if (r["dir"] / name).is_file()
+                ),
+                None,
+            )
+            if hit is not None:
+                files[name] = hit
+        meta = dict(
+            base["meta"],
+            seconds=float(sum(r["meta"]["seconds"] for r in rs)),
+            units=len(rs),
+            pretrain_seconds=float(max(r["meta"].get("pretrain_seconds", 0.0) for r in rs)),
+        )
         merged.append(dict(base, metrics=metrics, meta=meta, files=files, unit_dirs=[r["dir"] for r in rs]))
     return merged
+
 
 def run_file(run, name: str) -> Path:
     "Path of one of a run's saved files (`samples.npz`, `misclassified.npz`, ...), also for merged units."
     return run.get("files", {}).get(name, run["dir"] / name)
 
+
 @functools.lru_cache(maxsize=32)
 def _predictions(folder: str) -> pd.DataFrame:
     f = Path(folder) / "predictions.csv"
-    return pd.read_csv(f if f.is_file() else f.with_suffix(".csv.gz"), usecols=["strategy", "fraction", "seed", "path", "true", "predicted"])
+    return pd.read_csv(
+        f if f.is_file() else f.with_suffix(".csv.gz"),
+        usecols=["strategy", "fraction", "seed", "path", "true", "predicted"],
+    )
+
 
 def correct_by_draw(run, strategy: str, fraction: float) -> dict:
     "{label-draw seed: per-test-tile correctness (a boolean Series indexed by tile path)} of one evaluation of a run."
     out = {}
-    for m in (run["metrics"] if run else []):
-        if m["strategy"] != strategy or abs(m["fraction"] - fraction) > 1e-9: continue
+    for m in run["metrics"] if run else []:
+        if m["strategy"] != strategy or abs(m["fraction"] - fraction) > 1e-9:
+            continue
         p = _predictions(m.get("_dir", str(run["dir"])))
         p = p[(p.strategy == strategy) & ((p.fraction - fraction).abs() < 1e-9) & (p.seed == m["seed"])]
         out[m["seed"]] = (p.true == p.predicted).set_axis(p.path).sort_index()
@@ -326,89 +579,158 @@ def row_draws(runs: list, row: str, fraction: float, where: dict | None = None) 
     name, sel, strategy = next(r for r in MAIN_ROWS if r[0] == row)
     return correct_by_draw(find_run(runs, **sel, **(where or {})), strategy, fraction)
 
+
 def accuracy_cell(draws: dict) -> str:
     "'acc [low, high]' for one draw, 'mean +- sd (n draws)' for several, '' for none."
     from mimeo_nb.stats import accuracy_ci
-    if not draws: return ""
+
+    if not draws:
+        return ""
     if len(draws) == 1:
         a, lo, hi = accuracy_ci(next(iter(draws.values())).to_numpy())
         return f"{a:.4f} [{lo:.3f}, {hi:.3f}]"
     accs = [v.mean() for v in draws.values()]
     return f"{np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f} ({len(accs)} draws)"
 
-def accuracy_table(runs: list, fractions=FRACTIONS, where: dict | None = None) -> pd.DataFrame:
-    "The strategies table with a 95 % interval over test tiles in every cell (mean and sd over label draws where there are several)."
-    return pd.DataFrame({f: [accuracy_cell(row_draws(runs, n, f, where)) for n, _, _ in MAIN_ROWS] for f in fractions},
-                        index=[n for n, _, _ in MAIN_ROWS])
 
-def compare_rows(runs: list, a: str, b: str, fraction: float, where: dict | None = None, alpha: float = 0.05) -> dict | None:
-    "`mimeo_nb.stats.compare` of rows `a` and `b` over the label draws both have at `fraction` (`None` when they share none)."
+def accuracy_table(runs: list, fractions=FRACTIONS, where: dict | None = None) -> pd.DataFrame:
+    """The strategies table with a 95 % interval over test tiles in every cell (mean and sd over label draws where there
+    are several)."""
+    return pd.DataFrame(
+        {f: [accuracy_cell(row_draws(runs, n, f, where)) for n, _, _ in MAIN_ROWS] for f in fractions},
+        index=[n for n, _, _ in MAIN_ROWS],
+    )
+
+
+def compare_rows(
+    runs: list, a: str, b: str, fraction: float, where: dict | None = None, alpha: float = 0.05
+) -> dict | None:
+    """`mimeo_nb.stats.compare` of rows `a` and `b` over the label draws both have at `fraction` (`None` when they share
+    none)."""
     from mimeo_nb.stats import compare
+
     da, db = row_draws(runs, a, fraction, where), row_draws(runs, b, fraction, where)
     seeds = sorted(set(da) & set(db))
-    if not seeds: return None
+    if not seeds:
+        return None
     for s in seeds:
         if not da[s].index.equals(db[s].index):
             raise ValueError(f"{a} and {b} at {fraction:.0%} (draw {s}) were scored on different test tiles")
     return compare([da[s].to_numpy() for s in seeds], [db[s].to_numpy() for s in seeds], alpha)
 
-STUDY_CLAIMS = [("Linear, RAW", "Random initialisation"), ("Linear, HOG", "Random initialisation"),
-                ("Fine-tuning, RAW", "Supervised learning"), ("Fine-tuning, HOG", "Supervised learning"),
-                ("Linear, HOG", "Linear, RAW"), ("Fine-tuning, HOG", "Fine-tuning, RAW"),
-                ("Fine-tuning, RAW", "Linear, RAW"), ("Fine-tuning, HOG", "Linear, HOG"),
-                ("Supervised learning", "Random initialisation"), ("k-NN, RAW", "k-NN, random"), ("k-NN, HOG", "k-NN, random")]
 
-def comparisons_table(runs: list, claims=STUDY_CLAIMS, fractions=FRACTIONS, where: dict | None = None, alpha: float = 0.05) -> pd.DataFrame:
-    "Every claim 'A beats B' at every fraction: accuracy difference (mean over draws), sd, largest per-draw p-value, verdict."
+STUDY_CLAIMS = [
+    ("Linear, RAW", "Random initialisation"),
+    ("Linear, HOG", "Random initialisation"),
+    ("Fine-tuning, RAW", "Supervised learning"),
+    ("Fine-tuning, HOG", "Supervised learning"),
+    ("Linear, HOG", "Linear, RAW"),
+    ("Fine-tuning, HOG", "Fine-tuning, RAW"),
+    ("Fine-tuning, RAW", "Linear, RAW"),
+    ("Fine-tuning, HOG", "Linear, HOG"),
+    ("Supervised learning", "Random initialisation"),
+    ("k-NN, RAW", "k-NN, random"),
+    ("k-NN, HOG", "k-NN, random"),
+]
+
+
+def comparisons_table(
+    runs: list, claims=STUDY_CLAIMS, fractions=FRACTIONS, where: dict | None = None, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Every claim 'A beats B' at every fraction: accuracy difference (mean over draws), sd, largest per-draw p-value,
+    verdict."""
     rows = []
     for a, b in claims:
         for f in fractions:
             c = compare_rows(runs, a, b, f, where, alpha)
-            if c is None: continue
-            rows.append(dict(claim=f"{a} beats {b}", fraction=f, diff=c["diff"], diff_sd=c["diff_sd"], p=c["p"], draws=c["draws"],
-                             verdict=c["verdict"]))
-    return pd.DataFrame(rows, columns=["claim", "fraction", "diff", "diff_sd", "p", "draws", "verdict"]).set_index("claim")
+            if c is None:
+                continue
+            rows.append(
+                dict(
+                    claim=f"{a} beats {b}",
+                    fraction=f,
+                    diff=c["diff"],
+                    diff_sd=c["diff_sd"],
+                    p=c["p"],
+                    draws=c["draws"],
+                    verdict=c["verdict"],
+                )
+            )
+    return pd.DataFrame(rows, columns=["claim", "fraction", "diff", "diff_sd", "p", "draws", "verdict"]).set_index(
+        "claim"
+    )
 
 # %% ../nbs/06_plots.ipynb #49e34b49
 def targets_table(runs: list, where: dict | None = None, margin: float = 0.05, alpha: float = 0.01) -> pd.DataFrame:
-    "The evidence targets: fine-tuning at 100 % >= 0.93; pre-training beats its baseline by >= `margin` with p < `alpha` in every draw."
+    """The evidence targets: fine-tuning at 100 % >= 0.93; pre-training beats its baseline by >= `margin` with p <
+    `alpha` in every draw."""
     rows = []
     ft = {t: row_draws(runs, f"Fine-tuning, {t}", 1.0, where) for t in ("RAW", "HOG")}
     done = [float(np.mean([v.mean() for v in d.values()])) for d in ft.values() if d]
-    rows.append(dict(target="Fine-tuning at 100 %: the better of RAW / HOG at least 0.93",
-                     measured=f"{max(done):.4f}" if done else "pending", met=bool(max(done) >= 0.93) if done else None))
+    rows.append(
+        dict(
+            target="Fine-tuning at 100 %: the better of RAW / HOG at least 0.93",
+            measured=f"{max(done):.4f}" if done else "pending",
+            met=bool(max(done) >= 0.93) if done else None,
+        )
+    )
     claims = [(f"Linear, {t}", "Random initialisation", f) for f in FRACTIONS for t in ("RAW", "HOG")]
     claims += [(f"Fine-tuning, {t}", "Supervised learning", f) for f in (0.1, 0.01) for t in ("RAW", "HOG")]
     for a, b, f in claims:
         text = f"{a} beats {b} at {f:.0%} by at least {margin * 100:.0f} points, p < {alpha}"
         c = compare_rows(runs, a, b, f, where, alpha)
         if c is None:
-            rows.append(dict(target=text, measured="pending", met=None)); continue
+            rows.append(dict(target=text, measured="pending", met=None))
+            continue
         low = min(d["diff"] for d in c["per_draw"])
-        rows.append(dict(target=text, measured=f"{c['diff'] * 100:+.1f} points (smallest draw {low * 100:+.1f}), p <= {c['p']:.1e}, "
-                                               f"{c['draws']} draw(s)", met=bool(c["verdict"] == "holds" and low >= margin)))
+        rows.append(
+            dict(
+                target=text,
+                measured=f"{c['diff'] * 100:+.1f} points (smallest draw {low * 100:+.1f}), p <= {c['p']:.1e}, "
+                f"{c['draws']} draw(s)",
+                met=bool(c["verdict"] == "holds" and low >= margin),
+            )
+        )
     return pd.DataFrame(rows).set_index("target")
 
+
 def quality_table(runs: list) -> pd.DataFrame:
-    "Pre-training quality on test tiles (`quality.json`): masked-patch MSE against the mean target, cosine against the mean's."
+    """Pre-training quality on test tiles (`quality.json`): masked-patch MSE against the mean target, cosine against the
+    mean's."""
     rows = []
     for r in runs:
         f = run_file(r, "quality.json")
-        if r["cfg"]["init"] != "pretrained" or not f.is_file(): continue
+        if r["cfg"]["init"] != "pretrained" or not f.is_file():
+            continue
         q = json.loads(f.read_text())
         for head, v in q["heads"].items():
             c = r["cfg"]
-            rows.append(dict(model=f"{c['target']} {c['variant']}, mask {c['mask']:g}, {c['epochs']} epochs", head=head, mse_ratio=v["mse_ratio"], cosine=v["cosine"], cosine_mean_target=v["cosine_mean_target"],
-                             tiles=q["tiles"]))
-    return pd.DataFrame(rows, columns=["model", "head", "mse_ratio", "cosine", "cosine_mean_target", "tiles"]).set_index("model")
+            rows.append(
+                dict(
+                    model=f"{c['target']} {c['variant']}, mask {c['mask']:g}, {c['epochs']} epochs",
+                    head=head,
+                    mse_ratio=v["mse_ratio"],
+                    cosine=v["cosine"],
+                    cosine_mean_target=v["cosine_mean_target"],
+                    tiles=q["tiles"],
+                )
+            )
+    return pd.DataFrame(
+        rows, columns=["model", "head", "mse_ratio", "cosine", "cosine_mean_target", "tiles"]
+    ).set_index("model")
+
 
 def study_seconds(metas: list) -> dict:
-    """The compute the run folders record, each pre-training counted once: a unit's own wall time (less the pre-training it ran itself)
-    plus every distinct pre-training's seconds (`pretrain_id`). -> total, longest resumable part, seconds per pre-training."""
+    """The compute the run folders record, each pre-training counted once: a unit's own wall time (less the pre-training
+    it ran itself) plus every distinct pre-training's seconds (`pretrain_id`). -> total, longest resumable part, seconds
+    per pre-training."""
     own, pre = [], {}
     for m in metas:
         s, p = float(m.get("seconds", 0.0)), float(m.get("pretrain_seconds", 0.0))
-        if p: pre[m["pretrain_id"]] = max(pre.get(m["pretrain_id"], 0.0), p)
-        own.append(s - p if s >= p else s)  # s >= p: the unit ran its pre-training; else it loaded a finished checkpoint
+        if p:
+            pre[m["pretrain_id"]] = max(pre.get(m["pretrain_id"], 0.0), p)
+        own.append(
+            s - p if s >= p else s
+        )  # s >= p: the unit ran its pre-training; else it loaded a finished checkpoint
     parts = own + list(pre.values())
     return dict(total=sum(parts), longest=max(parts, default=0.0), pretraining=pre)

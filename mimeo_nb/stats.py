@@ -13,13 +13,17 @@ __all__ = ['VERDICTS', 'accuracy_ci', 'mcnemar_test', 'paired_bootstrap', 'verdi
 def _correct(v, name: str = "correct") -> np.ndarray:
     "A 1-d boolean vector, or a `ValueError` naming `name`."
     a = np.asarray(v)
-    if a.ndim != 1 or len(a) == 0: raise ValueError(f"{name} must be a non-empty 1-d vector of booleans; got shape {a.shape}")
-    if a.dtype != bool and not np.isin(a, (0, 1)).all(): raise ValueError(f"{name} must hold booleans (or 0/1); got {a.dtype}")
+    if a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d vector of booleans; got shape {a.shape}")
+    if a.dtype != bool and not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name} must hold booleans (or 0/1); got {a.dtype}")
     return a.astype(bool)
+
 
 def accuracy_ci(correct, confidence: float = 0.95) -> tuple:
     "(accuracy, low, high): the share of `correct` tiles and its Wilson score interval."
     from statsmodels.stats.proportion import proportion_confint
+
     c = _correct(correct)
     lo, hi = proportion_confint(int(c.sum()), len(c), alpha=1 - confidence, method="wilson")
     return float(c.mean()), float(lo), float(hi)
@@ -28,41 +32,67 @@ def accuracy_ci(correct, confidence: float = 0.95) -> tuple:
 def mcnemar_test(a_correct, b_correct) -> dict:
     "McNemar's exact test of A vs B on the same tiles: discordant counts, accuracy difference and two-sided p-value."
     from statsmodels.stats.contingency_tables import mcnemar
+
     a, b = _correct(a_correct, "a_correct"), _correct(b_correct, "b_correct")
-    if len(a) != len(b): raise ValueError(f"a_correct has {len(a)} tiles but b_correct {len(b)}: a paired test needs the same tiles")
+    if len(a) != len(b):
+        raise ValueError(f"a_correct has {len(a)} tiles but b_correct {len(b)}: a paired test needs the same tiles")
     a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
     table = [[int((a & b).sum()), a_only], [b_only, int((~a & ~b).sum())]]
     p = 1.0 if a_only + b_only == 0 else float(mcnemar(table, exact=True).pvalue)
     return dict(diff=float(a.mean() - b.mean()), a_only=a_only, b_only=b_only, p=p, n=len(a))
 
+
 def paired_bootstrap(a_correct, b_correct, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple:
     "(difference, low, high): accuracy of A minus B with a percentile interval from resampling the same tiles."
     from scipy.stats import bootstrap
+
     a, b = _correct(a_correct, "a_correct"), _correct(b_correct, "b_correct")
-    if len(a) != len(b): raise ValueError(f"a_correct has {len(a)} tiles but b_correct {len(b)}: a paired test needs the same tiles")
+    if len(a) != len(b):
+        raise ValueError(f"a_correct has {len(a)} tiles but b_correct {len(b)}: a paired test needs the same tiles")
     d = a.astype(float) - b.astype(float)
-    if np.all(d == d[0]): return float(d[0]), float(d[0]), float(d[0])
-    r = bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
-                  rng=np.random.default_rng(seed))
+    if np.all(d == d[0]):
+        return float(d[0]), float(d[0]), float(d[0])
+    r = bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(d.mean()), float(r.confidence_interval.low), float(r.confidence_interval.high)
 
 # %% ../nbs/05a_stats.ipynb #19827123
 VERDICTS = ("holds", "reversed", "not resolved")
 
+
 def verdict(diff: float, p: float, alpha: float = 0.05) -> str:
     "'holds' if A is ahead with p < alpha, 'reversed' if B is ahead with p < alpha, else 'not resolved'."
-    if not 0 < alpha < 1: raise ValueError(f"alpha={alpha!r}; allowed: a number in (0, 1)")
-    if p < alpha and diff > 0: return "holds"
-    if p < alpha and diff < 0: return "reversed"
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r}; allowed: a number in (0, 1)")
+    if p < alpha and diff > 0:
+        return "holds"
+    if p < alpha and diff < 0:
+        return "reversed"
     return "not resolved"
 
+
 def compare(a_draws: list, b_draws: list, alpha: float = 0.05) -> dict:
-    "A vs B over label draws (lists of per-tile correctness, paired by position): per-draw tests and the all-draws verdict."
+    """A vs B over label draws (lists of per-tile correctness, paired by position): per-draw tests and the all-draws
+    verdict."""
     if len(a_draws) != len(b_draws) or not a_draws:
-        raise ValueError(f"compare needs the same non-zero number of draws for A and B; got {len(a_draws)} and {len(b_draws)}")
+        raise ValueError(
+            f"compare needs the same non-zero number of draws for A and B; got {len(a_draws)} and {len(b_draws)}"
+        )
     tests = [mcnemar_test(a, b) for a, b in zip(a_draws, b_draws)]
     each = [verdict(t["diff"], t["p"], alpha) for t in tests]
     overall = each[0] if len(set(each)) == 1 else "not resolved"
     diffs = [t["diff"] for t in tests]
-    return dict(verdict=overall, draws=len(tests), diff=float(np.mean(diffs)), diff_sd=float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
-                p=float(max(t["p"] for t in tests)), per_draw=[dict(t, verdict=v) for t, v in zip(tests, each)])
+    return dict(
+        verdict=overall,
+        draws=len(tests),
+        diff=float(np.mean(diffs)),
+        diff_sd=float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
+        p=float(max(t["p"] for t in tests)),
+        per_draw=[dict(t, verdict=v) for t, v in zip(tests, each)],
+    )

@@ -12,13 +12,15 @@ import numpy as np
 import torch
 
 import mimeo_nb
-from .config import Config, make_config, run_id, pretrain_id, unit_label, EVALUATIONS, PROFILES, config_parser, config_from_args, check_fields, repo_root, default_out_dir, results_root
+from .config import Config, make_config, run_id, pretrain_id, unit_label, EVALUATIONS, PROFILES, config_parser
+from .config import config_from_args, check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
 from .plots import sweep_wall_seconds
 from .pack import file_sha256
 from .model import load_encoder
-from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device, resolve_precision
+from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device
+from .train import resolve_precision
 
 # %% auto #0
 __all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state',
@@ -29,34 +31,65 @@ __all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_E
 def git_state(root=None) -> dict:
     "The git commit and whether the working tree has uncommitted changes (`None` outside a repository)."
     root = root or repo_root()
+
     def git(*a):
         return subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
+
     try:
         commit = git("rev-parse", "HEAD") or None
         dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
-    except (OSError, subprocess.SubprocessError): commit, dirty = None, None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
     return dict(commit=commit, dirty=dirty)
+
 
 def device_name(device: torch.device) -> str:
     "A human name of the device: the GPU's, or the CPU model and the threads torch uses."
-    if device.type == "cuda": return torch.cuda.get_device_name(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
     model = platform.processor() or "CPU"
-    try: model = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration): pass
+    try:
+        model = next(
+            l.split(":", 1)[1].strip()
+            for l in Path("/proc/cpuinfo").read_text().splitlines()
+            if l.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
     return f"{model} ({torch.get_num_threads()} threads)"
+
 
 def provenance(cfg: Config, tiles: TileSet | None, device: torch.device) -> dict:
     "Where a run's numbers come from: code version, packages, hardware, data."
     import timm, numpy, sklearn
-    return dict(git=git_state(), mimeo_nb=mimeo_nb.__version__, python=sys.version.split()[0], torch=torch.__version__,
-                timm=timm.__version__, numpy=numpy.__version__, sklearn=sklearn.__version__, platform=platform.platform(),
-                device=str(device), device_name=device_name(device), precision=resolve_precision(cfg.precision, device),
-                data=None if tiles is None else dict(root=str(tiles.root), fingerprint=tiles.fingerprint, tiles=len(tiles),
-                                                     bands=list(tiles.band_names), skipped=len(tiles.skipped)))
+
+    return dict(
+        git=git_state(),
+        mimeo_nb=mimeo_nb.__version__,
+        python=sys.version.split()[0],
+        torch=torch.__version__,
+        timm=timm.__version__,
+        numpy=numpy.__version__,
+        sklearn=sklearn.__version__,
+        platform=platform.platform(),
+        device=str(device),
+        device_name=device_name(device),
+        precision=resolve_precision(cfg.precision, device),
+        data=None
+        if tiles is None
+        else dict(
+            root=str(tiles.root),
+            fingerprint=tiles.fingerprint,
+            tiles=len(tiles),
+            bands=list(tiles.band_names),
+            skipped=len(tiles.skipped),
+        ),
+    )
 
 # %% ../nbs/07_study.ipynb #53533864
 class Experiment:
     "One run of the study: pre-training (or reuse), reconstructions, evaluations, and its results folder."
+
     def __init__(self, cfg: Config, tiles: TileSet | None = None, progress: bool = True):
         self.cfg, self.progress, self.t0 = cfg.validate(), progress, time.time()
         self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -69,7 +102,8 @@ class Experiment:
         self.tmp_dir = self.out_dir / f".{self.run_id}.partial"
         self.data = PretrainData(cfg if cfg.init == "pretrained" else cfg.replace(pretrain_data="eurosat"), self.tiles)
         self.ckpt_dir = checkpoint_dir(cfg.replace(out_dir=str(self.out_dir)), self.data)
-        self.result = None; self.records = None
+        self.result = None
+        self.records = None
 
     @property
     def finished(self) -> bool:
@@ -78,13 +112,17 @@ class Experiment:
 
     def __repr__(self):
         c = self.cfg
-        return (f"Experiment {self.run_id} ({'finished' if self.finished else 'to run'}): profile {c.profile}, "
-                f"{'random init' if c.init == 'random' else f'{c.target} {c.variant} mask {c.mask}'}, {len(self.tiles)} tiles "
-                f"({len(self.split['train'])} train / {len(self.split['test'])} test), device {self.device}")
+        return (
+            f"Experiment {self.run_id} ({'finished' if self.finished else 'to run'}): profile {c.profile}, "
+            f"{'random init' if c.init == 'random' else f'{c.target} {c.variant} mask {c.mask}'}, "
+            f"{len(self.tiles)} tiles "
+            f"({len(self.split['train'])} train / {len(self.split['test'])} test), device {self.device}"
+        )
 
     def prepare(self) -> Path:
         "Start a clean partial folder."
-        if self.tmp_dir.exists(): shutil.rmtree(self.tmp_dir)
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir)
         self.tmp_dir.mkdir(parents=True)
         return self.tmp_dir
 
@@ -92,57 +130,97 @@ class Experiment:
         "Pre-train, or reuse the finished pre-training in the checkpoint folder (resuming an interrupted one)."
         if self.cfg.init == "random":
             torch.manual_seed(self.cfg.seed)
-            self.model = model_from_config(self.cfg, self.tiles.images.shape[1]); self.normalize = self.data.normalize
+            self.model = model_from_config(self.cfg, self.tiles.images.shape[1])
+            self.normalize = self.data.normalize
             return None
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if not (self.ckpt_dir / "checkpoint.pt").exists() and not self.shows_pretraining and (src := self.committed_encoder()):
-            for name in ("encoder.safetensors", "history.csv"):  # a pre-training finished elsewhere: its encoder is all this unit needs
-                shutil.copy(src / name, self.ckpt_dir / f".{name}.tmp"); os.replace(self.ckpt_dir / f".{name}.tmp", self.ckpt_dir / name)
-            with open(self.ckpt_dir / "history.csv") as f: history = list(csv.DictReader(f))
+        if (
+            not (self.ckpt_dir / "checkpoint.pt").exists()
+            and not self.shows_pretraining
+            and (src := self.committed_encoder())
+        ):
+            for name in (
+                "encoder.safetensors",
+                "history.csv",
+            ):  # a pre-training finished elsewhere: its encoder is all this unit needs
+                shutil.copy(src / name, self.ckpt_dir / f".{name}.tmp")
+                os.replace(self.ckpt_dir / f".{name}.tmp", self.ckpt_dir / name)
+            with open(self.ckpt_dir / "history.csv") as f:
+                history = list(csv.DictReader(f))
             self.model, self.normalize, self.final_loss = None, self.data.normalize, float(history[-1]["loss"])
             self.pretrain_seconds = sum(float(h["seconds"]) for h in history)
             shutil.copy(self.ckpt_dir / "history.csv", self.tmp_dir / "history.csv")
             return None
         self.result = pretrain(self.cfg, self.ckpt_dir, self.data, resume="auto", progress=self.progress)
-        self.model, self.normalize, self.final_loss = self.result.model.cpu(), self.result.normalize.cpu(), self.result.final_loss
+        self.model, self.normalize, self.final_loss = (
+            self.result.model.cpu(),
+            self.result.normalize.cpu(),
+            self.result.final_loss,
+        )
         self.pretrain_seconds = float(sum(h["seconds"] for h in self.result.history))  # every epoch, over every resume
         shutil.copy(self.ckpt_dir / "history.csv", self.tmp_dir / "history.csv")
         return self.result
 
     def committed_encoder(self) -> Path | None:
-        """A finished run folder beside this one holding this run's pre-trained encoder (`encoder.safetensors`, which a pre-training unit
-        keeps): same pre-training, same data, and weights a finished run evaluated (their SHA-256). `None` if there is none."""
+        """A finished run folder beside this one holding this run's pre-trained encoder (`encoder.safetensors`, which a
+        pre-training unit keeps): same pre-training, same data, and weights a finished run evaluated (their SHA-256).
+        `None` if there is none."""
         pid, fp = pretrain_id(self.cfg), self.tiles.fingerprint
-        metas = [json.loads((d / "config.json").read_text()) for d in self.out_dir.iterdir() if d.is_dir() and run_finished(d)]
-        evaluated = {m.get("encoder_sha256") for m in metas if m.get("pretrain_id") == pid and (m["provenance"].get("data") or {}).get("fingerprint") == fp}
+        metas = [
+            json.loads((d / "config.json").read_text())
+            for d in self.out_dir.iterdir()
+            if d.is_dir() and run_finished(d)
+        ]
+        evaluated = {
+            m.get("encoder_sha256")
+            for m in metas
+            if m.get("pretrain_id") == pid and (m["provenance"].get("data") or {}).get("fingerprint") == fp
+        }
         for m in metas:
             f = self.out_dir / m["run_id"] / "encoder.safetensors"
-            if m.get("pretrain_id") == pid and f.is_file() and file_sha256(f) in evaluated: return f.parent
+            if m.get("pretrain_id") == pid and f.is_file() and file_sha256(f) in evaluated:
+                return f.parent
         return None
 
     @property
     def shows_pretraining(self) -> bool:
-        "Whether this run shows its pre-training (reconstructions, quality): every pre-trained run but a single fine-tuning unit."
+        """Whether this run shows its pre-training (reconstructions, quality): every pre-trained run but a single
+        fine-tuning unit."""
         c = self.cfg
-        return c.init == "pretrained" and not (c.evaluations == ["finetune"] and len(c.fractions) == 1 and len(c.seeds) == 1)
+        return c.init == "pretrained" and not (
+            c.evaluations == ["finetune"] and len(c.fractions) == 1 and len(c.seeds) == 1
+        )
 
     def reconstructions(self, n: int = 3, quality_tiles: int = 1000):
-        "Reconstructions of `n` test tiles (figure + arrays for the report) and `quality.json`: the pretext task scored on test tiles."
+        """Reconstructions of `n` test tiles (figure + arrays for the report) and `quality.json`: the pretext task
+        scored on test tiles."""
         from mimeo_nb.model import plot_reconstruction, reconstruct, pretext_quality
         import matplotlib.pyplot as plt
-        if not self.shows_pretraining: return None
+
+        if not self.shows_pretraining:
+            return None
         test = self.split["test"]
         q_idx = test[np.linspace(0, len(test) - 1, min(quality_tiles, len(test))).astype(int)]
-        q = pretext_quality(self.model, self.normalize(torch.from_numpy(np.asarray(self.tiles.images[q_idx]))), seed=self.cfg.seed)
-        atomic_write_text(self.tmp_dir / "quality.json", json.dumps(dict(tiles=len(q_idx), mask=self.cfg.mask, heads=q), indent=1))
+        q = pretext_quality(
+            self.model, self.normalize(torch.from_numpy(np.asarray(self.tiles.images[q_idx]))), seed=self.cfg.seed
+        )
+        atomic_write_text(
+            self.tmp_dir / "quality.json", json.dumps(dict(tiles=len(q_idx), mask=self.cfg.mask, heads=q), indent=1)
+        )
         idx = self.split["test"][np.linspace(0, len(self.split["test"]) - 1, n).astype(int)]
         x = self.normalize(torch.from_numpy(np.asarray(self.tiles.images[idx])))
         fig = plot_reconstruction(self.model, x, self.tiles.band_names, title=self.run_id)
-        fig.savefig(self.tmp_dir / "reconstructions.png", dpi=110); plt.close(fig)   # saved; the caller may still display it
+        fig.savefig(self.tmp_dir / "reconstructions.png", dpi=110)
+        plt.close(fig)  # saved; the caller may still display it
         r = reconstruct(self.model, x)
         arrays = {k: v.float().numpy() for k, v in r.items() if torch.is_tensor(v)}
-        np.savez_compressed(self.tmp_dir / "reconstruction.npz", band_names=np.array(self.tiles.band_names), paths=np.array([self.tiles.paths[i] for i in idx]),
-                            hog_cell=self.model.hog_cell, **{k: v.astype(np.float16) for k, v in arrays.items()})
+        np.savez_compressed(
+            self.tmp_dir / "reconstruction.npz",
+            band_names=np.array(self.tiles.band_names),
+            paths=np.array([self.tiles.paths[i] for i in idx]),
+            hog_cell=self.model.hog_cell,
+            **{k: v.astype(np.float16) for k, v in arrays.items()},
+        )
         return fig
 
     def evaluate(self):
@@ -150,66 +228,112 @@ class Experiment:
         enc_path = self.ckpt_dir / "encoder.safetensors"
         if self.cfg.init == "random":
             state = {k: v.clone() for k, v in self.model.encoder.state_dict().items()}
+
             def make():  # the same random weights for every evaluation
-                m = model_from_config(self.cfg, self.tiles.images.shape[1]).encoder; m.load_state_dict(state); return m
+                m = model_from_config(self.cfg, self.tiles.images.shape[1]).encoder
+                m.load_state_dict(state)
+                return m
+
             key = f"random-{self.cfg.preset}-{self.cfg.seed}"
         else:
-            def make(): return load_encoder(enc_path)
+
+            def make():
+                return load_encoder(enc_path)
+
             key = f"{enc_path}:{file_sha256(enc_path)}"
-        self.records, preds = evaluate_encoder(make, key, self.tiles, self.split, self.normalize, self.cfg,
-                                               FeatureCache(self.ckpt_dir), self.progress)
+        self.records, preds = evaluate_encoder(
+            make, key, self.tiles, self.split, self.normalize, self.cfg, FeatureCache(self.ckpt_dir), self.progress
+        )
         write_results(self.tmp_dir, self.records, preds, self.tiles, self.split["test"])
-        if preds: self._save_thumbnails(preds)
+        if preds:
+            self._save_thumbnails(preds)
         return self.records
 
     def _save_thumbnails(self, preds):
-        "`samples.npz`: one RGB tile per class and a raw tile (figures 1-2); misclassified test tiles of the headline evaluation (figure 9)."
-        t = self.tiles; test = self.split["test"]
+        """`samples.npz`: one RGB tile per class and a raw tile (figures 1-2); misclassified test tiles of the headline
+        evaluation (figure 9)."""
+        t = self.tiles
+        test = self.split["test"]
         first = [int(np.flatnonzero(t.labels == k)[0]) for k in range(len(t.classes)) if (t.labels == k).any()]
         raw_i = first[t.classes.index("Residential")] if "Residential" in t.classes else first[0]
         rgb = (rgb_composite(t.images[first], t.band_names) * 255).astype(np.uint8)
-        np.savez_compressed(self.tmp_dir / "samples.npz", rgb=rgb, labels=t.labels[first], classes=np.array(t.classes),
-                            tile=np.asarray(t.images[raw_i]), band_names=np.array(t.band_names))
+        np.savez_compressed(
+            self.tmp_dir / "samples.npz",
+            rgb=rgb,
+            labels=t.labels[first],
+            classes=np.array(t.classes),
+            tile=np.asarray(t.images[raw_i]),
+            band_names=np.array(t.band_names),
+        )
         order = {"finetune": 0, "linear": 1, "knn": 2}
         strategy, frac, seed, probs = sorted(preds, key=lambda p: (-p[1], order[p[0]], p[2]))[0]
         wrong = np.flatnonzero(probs.argmax(1) != t.labels[test])[:24]
         idx = test[wrong]
-        np.savez_compressed(self.tmp_dir / "misclassified.npz", rgb=(rgb_composite(t.images[idx], t.band_names) * 255).astype(np.uint8) if len(idx) else np.zeros((0, 64, 64, 3), np.uint8),
-                            true=t.labels[idx], pred=probs.argmax(1)[wrong], paths=np.array([t.paths[i] for i in idx]),
-                            classes=np.array(t.classes), strategy=strategy, fraction=frac)
+        np.savez_compressed(
+            self.tmp_dir / "misclassified.npz",
+            rgb=(rgb_composite(t.images[idx], t.band_names) * 255).astype(np.uint8)
+            if len(idx)
+            else np.zeros((0, 64, 64, 3), np.uint8),
+            true=t.labels[idx],
+            pred=probs.argmax(1)[wrong],
+            paths=np.array([t.paths[i] for i in idx]),
+            classes=np.array(t.classes),
+            strategy=strategy,
+            fraction=frac,
+        )
 
     def finish(self) -> Path:
         "Write `config.json` (config + provenance, status finished) and move the partial folder into place."
-        meta = dict(run_id=self.run_id, pretrain_id=pretrain_id(self.cfg), status="finished", config=self.cfg.to_dict(),
-                    provenance=provenance(self.cfg, self.tiles, self.device), started=self.started,
-                    finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), seconds=time.time() - self.t0,
-                    pretrain_seconds=getattr(self, "pretrain_seconds", 0.0),
-                    encoder_sha256=(file_sha256(self.ckpt_dir / "encoder.safetensors") if self.cfg.init == "pretrained" else None),
-                    final_loss=getattr(self, "final_loss", None))
-        if self.cfg.init == "pretrained" and not self.cfg.evaluations:  # a pre-training unit keeps its encoder for the units after it
+        meta = dict(
+            run_id=self.run_id,
+            pretrain_id=pretrain_id(self.cfg),
+            status="finished",
+            config=self.cfg.to_dict(),
+            provenance=provenance(self.cfg, self.tiles, self.device),
+            started=self.started,
+            finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            seconds=time.time() - self.t0,
+            pretrain_seconds=getattr(self, "pretrain_seconds", 0.0),
+            encoder_sha256=(
+                file_sha256(self.ckpt_dir / "encoder.safetensors") if self.cfg.init == "pretrained" else None
+            ),
+            final_loss=getattr(self, "final_loss", None),
+        )
+        if (
+            self.cfg.init == "pretrained" and not self.cfg.evaluations
+        ):  # a pre-training unit keeps its encoder for the units after it
             shutil.copy(self.ckpt_dir / "encoder.safetensors", self.tmp_dir / "encoder.safetensors")
         atomic_write_text(self.tmp_dir / "config.json", json.dumps(meta, indent=1))
-        if self.run_dir.exists(): shutil.rmtree(self.run_dir)
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
         os.replace(self.tmp_dir, self.run_dir)
         return self.run_dir
 
     def run(self) -> Path:
         "Everything, unless already finished."
-        if self.finished: return self.run_dir
-        self.prepare(); self.pretrain(); self.reconstructions(); self.evaluate()
+        if self.finished:
+            return self.run_dir
+        self.prepare()
+        self.pretrain()
+        self.reconstructions()
+        self.evaluate()
         return self.finish()
 
 # %% ../nbs/07_study.ipynb #add43f3a
 ALL_FRACTIONS = [1.0, 0.5, 0.1, 0.01]
-DRAWS = [42, 43, 44]              # label draws (and training seeds) of the main comparison
-RGB_LRS = [3e-4, 1e-3]            # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
-RGB_FT_EPOCHS = 2                 # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
-RGB_ABLATION_EPOCHS = 2           # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
+DRAWS = [42, 43, 44]  # label draws (and training seeds) of the main comparison
+RGB_LRS = [3e-4, 1e-3]  # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
+RGB_FT_EPOCHS = 2  # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
+RGB_ABLATION_EPOCHS = 2  # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
+
 
 def study_grid(fractions=None, profile: str = "cpu") -> list:
-    "The study's experiments as `(name, overrides)` pairs, in the order they run (`cpu-rgb`: `rgb_grid`); `fractions` replaces the four."
-    if profile in ("cpu-rgb", "gpu-rgb"): return rgb_grid(profile)
-    fr = list(fractions or ALL_FRACTIONS); one = [max(fr)]
+    """The study's experiments as `(name, overrides)` pairs, in the order they run (`cpu-rgb`: `rgb_grid`); `fractions`
+    replaces the four."""
+    if profile in ("cpu-rgb", "gpu-rgb"):
+        return rgb_grid(profile)
+    fr = list(fractions or ALL_FRACTIONS)
+    one = [max(fr)]
     ev = ["linear", "finetune", "knn"]
     grid = [("baseline", dict(init="random", evaluations=ev, fractions=fr, seeds=DRAWS))]
     for t, v in (("raw", "A"), ("hog", "C")):
@@ -222,35 +346,83 @@ def study_grid(fractions=None, profile: str = "cpu") -> list:
     grid.append(("rawhog-AC-m0.7", dict(target="raw+hog", variant="AC", mask=0.7, evaluations=ev, fractions=one)))
     return grid
 
+
 def rgb_grid(profile: str = "cpu-rgb") -> list:
-    """The full-size RGB study as resumable units (one pre-training, the probes of one encoder, or one fine-tuning at one fraction and
-    draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its validation tiles. `cpu-rgb`
-    fine-tunes `RGB_FT_EPOCHS` and pre-trains the ablations `RGB_ABLATION_EPOCHS`; `gpu-rgb` keeps its profile's budget throughout."""
-    if profile not in ("cpu-rgb", "gpu-rgb"): raise ValueError(f"profile={profile!r}; allowed: 'cpu-rgb', 'gpu-rgb'")
+    """The full-size RGB study as resumable units (one pre-training, the probes of one encoder, or one fine-tuning at
+    one fraction and draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its
+    validation tiles. `cpu-rgb` fine-tunes `RGB_FT_EPOCHS` and pre-trains the ablations `RGB_ABLATION_EPOCHS`; `gpu-rgb`
+    keeps its profile's budget throughout."""
+    if profile not in ("cpu-rgb", "gpu-rgb"):
+        raise ValueError(f"profile={profile!r}; allowed: 'cpu-rgb', 'gpu-rgb'")
     cpu = profile == "cpu-rgb"
-    ft_epochs, abl_epochs = (RGB_FT_EPOCHS, RGB_ABLATION_EPOCHS) if cpu else (PROFILES[profile]["ft_epochs"], PROFILES[profile]["epochs"])
-    enc = {"random": dict(init="random"), "raw-A": dict(target="raw", variant="A", mask=0.7),
-           "hog-C": dict(target="hog", variant="C", mask=0.7)}
+    ft_epochs, abl_epochs = (
+        (RGB_FT_EPOCHS, RGB_ABLATION_EPOCHS) if cpu else (PROFILES[profile]["ft_epochs"], PROFILES[profile]["epochs"])
+    )
+    enc = {
+        "random": dict(init="random"),
+        "raw-A": dict(target="raw", variant="A", mask=0.7),
+        "hog-C": dict(target="hog", variant="C", mask=0.7),
+    }
     grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
-    grid += [(f"probe-{k}", dict(e, evaluations=["linear", "knn"], fractions=ALL_FRACTIONS, seeds=DRAWS)) for k, e in enc.items()]
+    grid += [
+        (f"probe-{k}", dict(e, evaluations=["linear", "knn"], fractions=ALL_FRACTIONS, seeds=DRAWS))
+        for k, e in enc.items()
+    ]
     ft = dict(evaluations=["finetune"], **({"ft_epochs": ft_epochs} if cpu else {}))
-    grid += [(f"finetune-{k}-lrsearch", dict(e, **ft, fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS)) for k, e in enc.items()]
-    # cheapest and most label-starved first, so that every finished stretch of the sweep completes comparisons across the three encoders
+    grid += [
+        (f"finetune-{k}-lrsearch", dict(e, **ft, fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS))
+        for k, e in enc.items()
+    ]
+    # cheapest and most label-starved first, so that every finished stretch of the sweep completes comparisons across
+    # the three encoders
     draws = [(0.01, s) for s in DRAWS] + [(0.1, s) for s in DRAWS[1:]] + [(1.0, DRAWS[0]), (0.5, DRAWS[0])]
-    grid += [(f"finetune-{k}-f{f:g}-s{s}", dict(e, **ft, fractions=[f], seeds=[s], ft_lr=f"lr-of:finetune-{k}-lrsearch"))
-             for f, s in draws for k, e in enc.items()]
-    grid.append(("finetune-random-f1-s42-long", dict(enc["random"], **{**ft, "ft_epochs": 2 * ft_epochs}, fractions=[1.0],
-                                                     seeds=DRAWS[:1], ft_lr="lr-of:finetune-random-lrsearch")))
-    ablations = [("raw", "A", 0.7), ("hog", "C", 0.7), ("raw", "B", 0.7), ("hog", "D", 0.7), ("hog", "E", 0.7), ("hog", "F", 0.7),
-                 ("raw+hog", "AC", 0.7)] + [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D"))]
+    grid += [
+        (f"finetune-{k}-f{f:g}-s{s}", dict(e, **ft, fractions=[f], seeds=[s], ft_lr=f"lr-of:finetune-{k}-lrsearch"))
+        for f, s in draws
+        for k, e in enc.items()
+    ]
+    grid.append(
+        (
+            "finetune-random-f1-s42-long",
+            dict(
+                enc["random"],
+                **{**ft, "ft_epochs": 2 * ft_epochs},
+                fractions=[1.0],
+                seeds=DRAWS[:1],
+                ft_lr="lr-of:finetune-random-lrsearch",
+            ),
+        )
+    )
+    ablations = [
+        ("raw", "A", 0.7),
+        ("hog", "C", 0.7),
+        ("raw", "B", 0.7),
+        ("hog", "D", 0.7),
+        ("hog", "E", 0.7),
+        ("hog", "F", 0.7),
+        ("raw+hog", "AC", 0.7),
+    ] + [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D"))]
     for t, v, m in ablations:
         e = dict(target=t, variant=v, mask=m, epochs=abl_epochs)
         name = f"{t.replace('+', '')}-{v}-m{m:g}-e{abl_epochs}"
-        grid.append((f"probe-{name}", dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1])))  # pre-trains, then probes
+        grid.append(
+            (f"probe-{name}", dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1]))
+        )  # pre-trains, then probes
     return grid
 
 # %% ../nbs/07_study.ipynb #5b5fbd89
-RUN_PARAMETERS = ("pretrain_data", "target", "variant", "mask", "epochs", "evaluations", "fractions", "seeds", "init")  # run.ipynb's
+RUN_PARAMETERS = (
+    "pretrain_data",
+    "target",
+    "variant",
+    "mask",
+    "epochs",
+    "evaluations",
+    "fractions",
+    "seeds",
+    "init",
+)  # run.ipynb's
+
 
 def run_params(cfg_overrides: dict, profile: str, data_dir: str, out_dir: str) -> dict:
     "papermill parameters of `nbs/run.ipynb` for one grid entry."
@@ -259,125 +431,232 @@ def run_params(cfg_overrides: dict, profile: str, data_dir: str, out_dir: str) -
     rest = {k: v for k, v in cfg_overrides.items() if k not in named}
     return dict(profile=profile, data_dir=data_dir, out_dir=out_dir, overrides=json.dumps(rest), **named)
 
+
 def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: str, fingerprint: str) -> dict | None:
-    "The overrides of grid unit `name` with every `lr-of:<unit>` replaced by the lr that unit chose; `None` while that unit is unfinished."
+    """The overrides of grid unit `name` with every `lr-of:<unit>` replaced by the lr that unit chose; `None` while that
+    unit is unfinished."""
     ov = dict(grid[name])
     for k, v in ov.items():
         if isinstance(v, str) and v.startswith("lr-of:"):
             src = resolve_unit(v[6:], grid, profile, data_dir, out_dir, fingerprint)
-            if src is None: return None
+            if src is None:
+                return None
             d = Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **src), fingerprint)
-            if not run_finished(d): return None
+            if not run_finished(d):
+                return None
             ov[k] = float(json.loads((d / "metrics.json").read_text())[0]["lr"])
     return ov
+
 
 def run_finished(run_dir) -> bool:
     "Whether `run_dir` holds a finished run (`config.json` with status finished)."
     f = Path(run_dir) / "config.json"
     return f.is_file() and json.loads(f.read_text()).get("status") == "finished"
 
-def run_study(profile: str = "cpu", data_dir: str = "", out_dir: str = "", only=None, report: bool = True, extra: dict | None = None,
-              kernel: str = "python3", progress: bool = True, jobs: int = 1) -> list:
-    "Run the study's grid for `profile` (skipping finished runs) through papermill, `jobs` at a time, then the report. Returns the run folders."
+
+def run_study(
+    profile: str = "cpu",
+    data_dir: str = "",
+    out_dir: str = "",
+    only=None,
+    report: bool = True,
+    extra: dict | None = None,
+    kernel: str = "python3",
+    progress: bool = True,
+    jobs: int = 1,
+) -> list:
+    """Run the study's grid for `profile` (skipping finished runs) through papermill, `jobs` at a time, then the report.
+    Returns the run folders."""
     import papermill as pm, threading
     from concurrent.futures import ThreadPoolExecutor
+
     root = repo_root()
-    if root is None: raise ValueError("run_study needs the repository (nbs/run.ipynb); run it from inside a clone")
-    if not (isinstance(jobs, int) and jobs >= 1): raise ValueError(f"jobs={jobs!r}; allowed: an integer >= 1")
+    if root is None:
+        raise ValueError("run_study needs the repository (nbs/run.ipynb); run it from inside a clone")
+    if not (isinstance(jobs, int) and jobs >= 1):
+        raise ValueError(f"jobs={jobs!r}; allowed: an integer >= 1")
     extra = extra or {}
     check_fields(extra)
     names = [n for n, _ in study_grid(profile=profile)]
-    if only and (unknown := set(only) - set(names)): raise ValueError(f"only={sorted(unknown)}; allowed: {names}")
+    if only and (unknown := set(only) - set(names)):
+        raise ValueError(f"only={sorted(unknown)}; allowed: {names}")
     out_dir = str(Path(out_dir or default_runs_dir(profile)).resolve())
     data_dir = str(Path(data_dir).resolve()) if data_dir else str(find_eurosat())
     tiles = load_eurosat(data_dir, progress=progress)
-    grid = {n: {**o, **{k: v for k, v in extra.items() if k != "fractions"}} for n, o in study_grid(extra.get("fractions"), profile)}
+    grid = {
+        n: {**o, **{k: v for k, v in extra.items() if k != "fractions"}}
+        for n, o in study_grid(extra.get("fractions"), profile)
+    }
+
     def unit(name):  # (overrides, run folder), or (None, None) while a unit it depends on is unfinished
         ov = resolve_unit(name, grid, profile, data_dir, out_dir, tiles.fingerprint)
-        if ov is None: return None, None
-        return ov, Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **ov), tiles.fingerprint)
+        if ov is None:
+            return None, None
+        return ov, Path(out_dir) / run_id(
+            make_config(profile, data_dir=data_dir, out_dir=out_dir, **ov), tiles.fingerprint
+        )
+
     selected = [n for n in grid if not only or n in only]
     todo = [n for n in selected if not run_finished(unit(n)[1] or "")]
-    nb_dir = Path(out_dir) / "_checkpoints" / "notebooks"; nb_dir.mkdir(parents=True, exist_ok=True)
+    nb_dir = Path(out_dir) / "_checkpoints" / "notebooks"
+    nb_dir.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
+
     def one(name):
         ov, d = unit(name)
-        if ov is None: raise ValueError(f"unit {name!r} needs the learning rate an earlier unit chooses, which is not finished: run with jobs=1")
-        while (Path(out_dir) / "_checkpoints" / "PAUSE").exists(): time.sleep(10)  # a pause between units costs no unit any time
+        if ov is None:
+            raise ValueError(
+                f"unit {name!r} needs the learning rate an earlier unit chooses, which is not finished: run with jobs=1"
+            )
+        while (Path(out_dir) / "_checkpoints" / "PAUSE").exists():
+            time.sleep(10)  # a pause between units costs no unit any time
         t0 = time.time()
-        pm.execute_notebook(str(root / "nbs" / "run.ipynb"), str(nb_dir / f"{name}-{d.name}.ipynb"), kernel_name=kernel, cwd=str(root),
-                            parameters=run_params(ov, profile, data_dir, out_dir), progress_bar=False)
-        with lock: record_sweep(out_dir, profile, 1, time.time() - t0, jobs)
+        pm.execute_notebook(
+            str(root / "nbs" / "run.ipynb"),
+            str(nb_dir / f"{name}-{d.name}.ipynb"),
+            kernel_name=kernel,
+            cwd=str(root),
+            parameters=run_params(ov, profile, data_dir, out_dir),
+            progress_bar=False,
+        )
+        with lock:
+            record_sweep(out_dir, profile, 1, time.time() - t0, jobs)
         return name
-    bar = progress_bar(total=len(selected), initial=len(selected) - len(todo), desc=f"study ({profile})", unit="run", disable=not progress)
+
+    bar = progress_bar(
+        total=len(selected),
+        initial=len(selected) - len(todo),
+        desc=f"study ({profile})",
+        unit="run",
+        disable=not progress,
+    )
     with kernel_env(jobs), ThreadPoolExecutor(jobs) as pool:
-        for name in pool.map(one, todo): bar.update(); bar.set_postfix_str(name)
+        for name in pool.map(one, todo):
+            bar.update()
+            bar.set_postfix_str(name)
     bar.close()
-    if report: run_report(Path(out_dir).parent, kernel=kernel)
+    if report:
+        run_report(Path(out_dir).parent, kernel=kernel)
     return [unit(n)[1] for n in selected]
+
 
 def default_runs_dir(profile: str) -> Path:
     "Run folders of a profile: `results/runs`, and `results/runs-rgb` for the full-size RGB profile."
     return results_root() / {"cpu-rgb": "runs-rgb", "gpu-rgb": "runs-gpu-rgb"}.get(profile, "runs")
 
+
 def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int) -> dict:
-    "Add one sweep's wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study adds its sessions up)."
+    """Add one sweep's wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study adds its
+    sessions up)."""
     f = Path(out_dir) / "sweep.json"
     d = json.loads(f.read_text()) if f.is_file() else dict(profile=profile, sweeps=[])
-    if executed: d["sweeps"].append(dict(finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), runs_executed=executed,
-                                         seconds=seconds, jobs=jobs, device=device_name(torch.device("cpu"))))
-    d["wall_seconds"] = sweep_wall_seconds(d["sweeps"])   # units run side by side count once
+    if executed:
+        d["sweeps"].append(
+            dict(
+                finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                runs_executed=executed,
+                seconds=seconds,
+                jobs=jobs,
+                device=device_name(torch.device("cpu")),
+            )
+        )
+    d["wall_seconds"] = sweep_wall_seconds(d["sweeps"])  # units run side by side count once
     atomic_write_text(f, json.dumps(d, indent=1))
     return d
 
+
 @contextmanager
 def kernel_env(jobs: int = 1):
-    """The environment the papermill kernels inherit, restored on exit: a non-interactive matplotlib backend and text progress bars
-    (unless set already), and with `jobs` > 1 the cores shared between the kernels."""
+    """The environment the papermill kernels inherit, restored on exit: a non-interactive matplotlib backend and text
+    progress bars (unless set already), and with `jobs` > 1 the cores shared between the kernels."""
     want = {k: os.environ.get(k) or v for k, v in (("MPLBACKEND", "Agg"), ("MIMEO_PROGRESS", "text"))}
-    if jobs > 1: want["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    if jobs > 1:
+        want["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     old = {k: os.environ.get(k) for k in want}
     os.environ.update(want)
-    try: yield
+    try:
+        yield
     finally:
         for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 
 def run_report(results_dir="", kernel: str = "python3") -> Path:
-    "Execute `nbs/report.ipynb`: figures, tables and README of the runs in `<results_dir>/runs` and `<results_dir>/runs-rgb`."
+    """Execute `nbs/report.ipynb`: figures, tables and README of the runs in `<results_dir>/runs` and
+    `<results_dir>/runs-rgb`."""
     import papermill as pm
+
     root = repo_root()
     results_dir = Path(results_dir or results_root()).resolve()
-    out = results_dir / "runs" / "_checkpoints" / "notebooks" / "report.ipynb"; out.parent.mkdir(parents=True, exist_ok=True)
+    out = results_dir / "runs" / "_checkpoints" / "notebooks" / "report.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
     with kernel_env():
-        pm.execute_notebook(str(root / "nbs" / "report.ipynb"), str(out), kernel_name=kernel, cwd=str(root), progress_bar=False,
-                            parameters=dict(results_dir=str(results_dir)))
+        pm.execute_notebook(
+            str(root / "nbs" / "report.ipynb"),
+            str(out),
+            kernel_name=kernel,
+            cwd=str(root),
+            progress_bar=False,
+            parameters=dict(results_dir=str(results_dir)),
+        )
     return results_dir
+
 
 def main(argv=None):
     "Command line: `python -m mimeo_nb.study --profile cpu` runs the whole grid, then the report."
     import argparse
-    p = argparse.ArgumentParser(description="Run the study's experiment grid (resumable), then regenerate every figure and table.")
+
+    p = argparse.ArgumentParser(
+        description="Run the study's experiment grid (resumable), then regenerate every figure and table."
+    )
     p.add_argument("--profile", default="cpu", choices=list(PROFILES))
-    p.add_argument("--data-dir", default="", help="EuroSAT folder (default: MIMEO_EUROSAT, the sample beside the repository, or EuroSAT100)")
-    p.add_argument("--out-dir", default="", help="run folders (default: results/runs of the repository; results/runs-rgb for cpu-rgb, results/runs-gpu-rgb for gpu-rgb)")
+    p.add_argument(
+        "--data-dir",
+        default="",
+        help="EuroSAT folder (default: MIMEO_EUROSAT, the sample beside the repository, or EuroSAT100)",
+    )
+    p.add_argument(
+        "--out-dir",
+        default="",
+        help="run folders (default: results/runs of the repository; "
+        "results/runs-rgb for cpu-rgb, results/runs-gpu-rgb for gpu-rgb)",
+    )
     p.add_argument("--only", default="", help="comma-separated grid names (default: all)")
-    p.add_argument("--set", default=[], action="append", metavar="FIELD=VALUE", help="override a Config field for every run (repeatable)")
-    p.add_argument("--jobs", type=int, default=1, help="experiments run at once (each kernel gets cores / jobs threads)")
+    p.add_argument(
+        "--set",
+        default=[],
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override a Config field for every run (repeatable)",
+    )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="experiments run at once (each kernel gets cores / jobs threads)"
+    )
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing runs")
     p.add_argument("--list", action="store_true", help="list the grid and exit")
     a = p.parse_args(argv)
     if a.list:
-        for n, o in study_grid(profile=a.profile): print(f"{n:16s} {o}")
+        for n, o in study_grid(profile=a.profile):
+            print(f"{n:16s} {o}")
         return
-    if a.report_only: print(run_report(Path(a.out_dir).parent if a.out_dir else "")); return
+    if a.report_only:
+        print(run_report(Path(a.out_dir).parent if a.out_dir else ""))
+        return
     extra = {}
     for s in a.set:
-        if "=" not in s: raise SystemExit(f"--set {s!r}: expected FIELD=VALUE")
-        k, v = s.split("=", 1); extra[k] = json.loads(v) if v[:1] in "[{0123456789-" or v in ("true", "false") else v
-    dirs = run_study(a.profile, a.data_dir, a.out_dir, [x for x in a.only.split(",") if x], not a.no_report, extra, jobs=a.jobs)
+        if "=" not in s:
+            raise SystemExit(f"--set {s!r}: expected FIELD=VALUE")
+        k, v = s.split("=", 1)
+        extra[k] = json.loads(v) if v[:1] in "[{0123456789-" or v in ("true", "false") else v
+    dirs = run_study(
+        a.profile, a.data_dir, a.out_dir, [x for x in a.only.split(",") if x], not a.no_report, extra, jobs=a.jobs
+    )
     print(f"{len(dirs)} runs in {Path(dirs[0]).parent if dirs else a.out_dir}")
 
-if __name__ == "__main__" and "__file__" in globals(): main()
+
+if __name__ == "__main__" and "__file__" in globals():
+    main()

@@ -14,8 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .config import Config, make_config, pretrain_id, config_parser, config_from_args, default_out_dir
-from .data import (BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo, sample_generator,
-                           split_indices, spatial_split, atomic_write_text, _atomic_write_bytes)
+from .data import BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo
+from .data import sample_generator, split_indices, spatial_split, atomic_write_text, _atomic_write_bytes
 from .masking import keyed_uniform
 from .pack import PackedSSL4EO, packed_loader, rank_batches
 from .model import MaskedAutoencoder, export_encoder
@@ -29,110 +29,168 @@ __all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'CPU_HEAP_SETTINGS', 'resolve_device', 
 # %% ../nbs/04_train.ipynb #e9fe4892
 def resolve_device(name: str = "auto") -> torch.device:
     "`auto` picks CUDA when available; `cuda` under torchrun picks this process's GPU."
-    if name == "auto": name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
-    if name == "cuda" and "LOCAL_RANK" in os.environ: name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return torch.device(name)
+
 
 def cpu_has_bf16() -> bool:
     "Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); without it PyTorch emulates bf16 and fp32 is faster."
-    try: flags = Path("/proc/cpuinfo").read_text()
-    except OSError: return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     "`auto` -> 'bf16' on CUDA GPUs and CPUs with native bf16, else 'fp32'."
-    if precision != "auto": return precision
-    if device.type == "cuda": return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_bf16() else "fp32"
+
 
 @dataclass
 class Dist:
     "This process's place in the job."
+
     rank: int = 0
     world: int = 1
+
     @property
-    def main(self) -> bool: return self.rank == 0
+    def main(self) -> bool:
+        return self.rank == 0
+
 
 def setup_distributed(device: torch.device) -> Dist:
     "Join the `torchrun` process group (gloo on CPU, NCCL on CUDA), or return a single-process `Dist`."
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1: return Dist()
+    if world == 1:
+        return Dist()
     if not dist.is_initialized():
-        if device.type == "cuda": torch.cuda.set_device(device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size())
 
 # %% ../nbs/04_train.ipynb #03877d6e
 class PretrainData:
     "Raw tiles for pre-training, fetched in batches by sample index; `.normalize` turns them into model input."
+
     def __init__(self, cfg: Config, tiles: TileSet | None = None):
         self.cfg = cfg
         if cfg.pretrain_data == "ssl4eo":
             crop = PRETRAIN_CROP.get(cfg.preset, 64)
-            if (Path(cfg.ssl4eo_dir).expanduser() / "index.json").is_file():   # packed by mimeo-pack-ssl4eo: streamed from its shards
+            if (
+                Path(cfg.ssl4eo_dir).expanduser() / "index.json"
+            ).is_file():  # packed by mimeo-pack-ssl4eo: streamed from its shards
                 self.ssl4eo = PackedSSL4EO(Path(cfg.ssl4eo_dir).expanduser(), size=crop, seed=cfg.seed)
-                self.fingerprint = hashlib.sha1("".join(s["sha256"] for s in self.ssl4eo.index["shards"]).encode()).hexdigest()
+                self.fingerprint = hashlib.sha1(
+                    "".join(s["sha256"] for s in self.ssl4eo.index["shards"]).encode()
+                ).hexdigest()
             else:
                 self.ssl4eo = load_ssl4eo(cfg.ssl4eo_dir, size=crop, seed=cfg.seed)
-                self.fingerprint = hashlib.sha1("\n".join(str(p) for loc in self.ssl4eo.scenes for p in loc).encode()).hexdigest()
-            self.n, self.in_chans, self.band_names, scale = len(self.ssl4eo), 13, self.ssl4eo.band_names, self.ssl4eo.scale
+                self.fingerprint = hashlib.sha1(
+                    "\n".join(str(p) for loc in self.ssl4eo.scenes for p in loc).encode()
+                ).hexdigest()
+            self.n, self.in_chans, self.band_names, scale = (
+                len(self.ssl4eo),
+                13,
+                self.ssl4eo.band_names,
+                self.ssl4eo.scale,
+            )
             stats_src = np.stack([self.ssl4eo[i].numpy() for i in range(min(len(self.ssl4eo), 256))])
             stats = band_stats(stats_src) if cfg.normalisation != "scale" else (None, None)
         else:
             tiles = tiles if tiles is not None else load_eurosat(cfg.data_dir or find_eurosat())
             split = make_split(tiles, cfg)
             self.tiles, self.index = tiles, split["train"]
-            self.n, self.in_chans, self.band_names, scale = len(self.index), tiles.images.shape[1], tiles.band_names, tiles.scale
+            self.n, self.in_chans, self.band_names, scale = (
+                len(self.index),
+                tiles.images.shape[1],
+                tiles.band_names,
+                tiles.scale,
+            )
             stats = band_stats(tiles.images, self.index) if cfg.normalisation != "scale" else (None, None)
             self.fingerprint = tiles.fingerprint
         self.normalize = BandNormalize(cfg.normalisation, *stats, scale=scale)
 
-    def __len__(self): return self.n
+    def __len__(self):
+        return self.n
+
     def batch(self, ids: np.ndarray, epoch: int) -> torch.Tensor:
         "Raw `[B, C, H, W]` tiles of samples `ids` (positions in the training set) for `epoch`."
-        if hasattr(self, "tiles"): return torch.from_numpy(np.asarray(self.tiles.images[self.index[ids]]))
+        if hasattr(self, "tiles"):
+            return torch.from_numpy(np.asarray(self.tiles.images[self.index[ids]]))
         self.ssl4eo.set_epoch(epoch)
         return torch.stack([self.ssl4eo[int(i)] for i in ids])
+
     def batches(self, batches: list, epoch: int, workers: int = 0, pin_memory: bool = False):
-        "The raw tiles of each of `batches` (arrays of ids) in order; packed SSL4EO-S12 through a DataLoader (`workers`, pinned memory)."
+        """The raw tiles of each of `batches` (arrays of ids) in order; packed SSL4EO-S12 through a DataLoader
+        (`workers`, pinned memory)."""
         if isinstance(getattr(self, "ssl4eo", None), PackedSSL4EO) and (workers or pin_memory):
             return iter(packed_loader(self.ssl4eo, batches, epoch, workers, pin_memory))
         return (self.batch(ids, epoch) for ids in batches)
 
+
 def checkpoint_dir(cfg: Config, data: PretrainData) -> Path:
-    """Where the pre-training `cfg` describes keeps its checkpoint, history and encoder: `<root>/<pretrain id>-<data>`, where root is
-    `MIMEO_CHECKPOINTS` when set (a folder outside the work tree that later sessions reuse), else `<out_dir>/_checkpoints`."""
+    """Where the pre-training `cfg` describes keeps its checkpoint, history and encoder: `<root>/<pretrain id>-<data>`,
+    where root is `MIMEO_CHECKPOINTS` when set (a folder outside the work tree that later sessions reuse), else
+    `<out_dir>/_checkpoints`."""
     root = os.environ.get("MIMEO_CHECKPOINTS") or Path(cfg.out_dir or default_out_dir()) / "_checkpoints"
     return Path(root).expanduser() / f"{pretrain_id(cfg)}-{data.fingerprint[:8]}"
 
+
 PRETRAIN_CROP = {"vit_small_patch16_224": 64}  # SSL4EO crops at EuroSAT's tile size, then resized like EuroSAT tiles
+
 
 def make_split(tiles: TileSet, cfg: Config) -> dict:
     "The train/test split `cfg` asks for (`max_tiles` takes a stratified subset first)."
     labels = tiles.labels
     if cfg.split == "spatial":
-        if np.isnan(tiles.lonlat).any(): raise ValueError("split='spatial' needs georeferenced tiles; these have no coordinates (use split='random')")
+        if np.isnan(tiles.lonlat).any():
+            raise ValueError(
+                "split='spatial' needs georeferenced tiles; these have no coordinates (use split='random')"
+            )
         sp = spatial_split(tiles.lonlat, labels, cfg.test_size)
-    else: sp = split_indices(labels, cfg.test_size, seed=cfg.seed)
+    else:
+        sp = split_indices(labels, cfg.test_size, seed=cfg.seed)
     if cfg.max_tiles and cfg.max_tiles < len(labels):
         from sklearn.model_selection import train_test_split
-        keep = np.sort(train_test_split(np.arange(len(labels)), train_size=cfg.max_tiles, stratify=labels, random_state=cfg.seed)[0])
+
+        keep = np.sort(
+            train_test_split(np.arange(len(labels)), train_size=cfg.max_tiles, stratify=labels, random_state=cfg.seed)[
+                0
+            ]
+        )
         sp = {k: np.intersect1d(v, keep) for k, v in sp.items()}
     return sp
 
 # %% ../nbs/04_train.ipynb #99ebc9ca
 def augment(x, seed: int, epoch: int, ids, out_size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), enabled: bool = True):
-    "x: [B, C, H, W] float -> [B, C, out_size, out_size]: random resized crop, flips and 90-degree rotations keyed by sample."
+    """x: [B, C, H, W] float -> [B, C, out_size, out_size]: random resized crop, flips and 90-degree rotations keyed by
+    sample."""
     B = x.shape[0]
     if not enabled:
-        return x if x.shape[-1] == out_size else F.interpolate(x, size=(out_size, out_size), mode="bilinear", align_corners=False)
+        return (
+            x
+            if x.shape[-1] == out_size
+            else F.interpolate(x, size=(out_size, out_size), mode="bilinear", align_corners=False)
+        )
     u = keyed_uniform(seed, epoch, torch.as_tensor(ids, device=x.device), 6, stream=2).to(x.dtype)
     area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
     logr = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
-    sx = (area * logr.exp()).sqrt().clamp(max=1.0); sy = (area / logr.exp()).sqrt().clamp(max=1.0)  # crop size / image size
-    tx = (2 * u[:, 2] - 1) * (1 - sx); ty = (2 * u[:, 3] - 1) * (1 - sy)                                # crop centre in [-1, 1]
-    k = (u[:, 4] * 4).floor().clamp(max=3)                                                               # quarter turns
+    sx = (area * logr.exp()).sqrt().clamp(max=1.0)
+    sy = (area / logr.exp()).sqrt().clamp(max=1.0)  # crop size / image size
+    tx = (2 * u[:, 2] - 1) * (1 - sx)
+    ty = (2 * u[:, 3] - 1) * (1 - sy)  # crop centre in [-1, 1]
+    k = (u[:, 4] * 4).floor().clamp(max=3)  # quarter turns
     flip = torch.where(u[:, 5] < 0.5, -1.0, 1.0).to(x.dtype)
     cos, sin = torch.cos(k * math.pi / 2).round(), torch.sin(k * math.pi / 2).round()
     theta = torch.zeros(B, 2, 3, dtype=x.dtype, device=x.device)
@@ -147,106 +205,170 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list:
     "Two AdamW groups: decayed weights, and undecayed norms, biases, tokens and embeddings."
     decay, no_decay = [], []
     for n, p in model.named_parameters():
-        if not p.requires_grad: continue
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim <= 1 or n.endswith(("cls_token", "mask_token", "pos_embed")) else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float = 0.0) -> float:
     "Linear warm-up over `warmup_steps`, then a half-cosine decay to `min_lr` at `total_steps`."
-    if step < warmup_steps: return lr * step / warmup_steps
+    if step < warmup_steps:
+        return lr * step / warmup_steps
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 # %% ../nbs/04_train.ipynb #1ac36c83
 ARCH_KEYS = ("preset", "target", "variant", "in_chans", "img_size", "patch_size", "hog_cell", "loss_on")
 
+
 def save_checkpoint(path, model, optimizer, epoch: int, step: int, history: list, cfg: Config) -> None:
     "Write a resumable checkpoint atomically."
-    state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch, step=step, history=history,
-                 arch={k: model.config()[k] for k in ARCH_KEYS}, config=cfg.to_dict(),
-                 rng=dict(torch=torch.get_rng_state(), numpy=np.random.get_state(),
-                          cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []))
-    buf = io.BytesIO(); torch.save(state, buf)
+    state = dict(
+        model=model.state_dict(),
+        optimizer=optimizer.state_dict(),
+        epoch=epoch,
+        step=step,
+        history=history,
+        arch={k: model.config()[k] for k in ARCH_KEYS},
+        config=cfg.to_dict(),
+        rng=dict(
+            torch=torch.get_rng_state(),
+            numpy=np.random.get_state(),
+            cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        ),
+    )
+    buf = io.BytesIO()
+    torch.save(state, buf)
     _atomic_write_bytes(Path(path), lambda f: f.write(buf.getbuffer()))
+
 
 def load_checkpoint(path, model=None, optimizer=None) -> dict:
     "Load `path` into `model` / `optimizer`; `ValueError` if it is missing, unreadable or of another architecture."
     path = Path(path)
-    if not path.is_file(): raise ValueError(f"cannot resume: checkpoint {str(path)!r} does not exist")
-    try: state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e: raise ValueError(f"cannot resume: checkpoint {str(path)!r} is unreadable ({type(e).__name__}: {e})") from None
+    if not path.is_file():
+        raise ValueError(f"cannot resume: checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"cannot resume: checkpoint {str(path)!r} is unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "step", "arch"} <= set(state):
-        raise ValueError(f"cannot resume: {str(path)!r} is not a mimeo_nb checkpoint (missing model/optimizer/epoch/step/arch)")
+        raise ValueError(
+            f"cannot resume: {str(path)!r} is not a mimeo_nb checkpoint (missing model/optimizer/epoch/step/arch)"
+        )
     if model is not None:
         want = {k: model.config()[k] for k in ARCH_KEYS}
         diff = {k: (state["arch"].get(k), v) for k, v in want.items() if state["arch"].get(k) != v}
-        if diff: raise ValueError(f"cannot resume: checkpoint {str(path)!r} has another architecture: " +
-                                  ", ".join(f"{k}={a!r} in the checkpoint vs {b!r} in the config" for k, (a, b) in diff.items()))
+        if diff:
+            raise ValueError(
+                f"cannot resume: checkpoint {str(path)!r} has another architecture: "
+                + ", ".join(f"{k}={a!r} in the checkpoint vs {b!r} in the config" for k, (a, b) in diff.items())
+            )
         model.load_state_dict(state["model"])
-    if optimizer is not None: optimizer.load_state_dict(state["optimizer"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
     return state
 
 # %% ../nbs/04_train.ipynb #03bd68de
 def limit_cpu_heap(threshold: int = 128 * 1024) -> bool:
-    "Serve every allocation of at least `threshold` bytes by its own mapping (glibc `M_MMAP_THRESHOLD`); whether it took effect."
+    """Serve every allocation of at least `threshold` bytes by its own mapping (glibc `M_MMAP_THRESHOLD`); whether it
+    took effect."""
     if not isinstance(threshold, int) or not 0 < threshold <= 32 * 2**20:
         raise ValueError(f"threshold={threshold!r}; allowed: an int of bytes in (0, 32 MiB]")
-    if not sys.platform.startswith("linux"): return False
-    try: libc = ctypes.CDLL(None)
-    except OSError: return False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return False
     mallopt = getattr(libc, "mallopt", None)  # glibc only (musl has none)
     return bool(mallopt and mallopt(-3, threshold))  # -3 = M_MMAP_THRESHOLD
 
+
 CPU_HEAP_SETTINGS = ("default", "limit")
+
 
 def check_cpu_heap(name: str, value: str) -> str:
     "`value` if it is one of `CPU_HEAP_SETTINGS`, else a `ValueError` naming `name`."
-    if value not in CPU_HEAP_SETTINGS: raise ValueError(f"{name}={value!r}; allowed: {', '.join(map(repr, CPU_HEAP_SETTINGS))}")
+    if value not in CPU_HEAP_SETTINGS:
+        raise ValueError(f"{name}={value!r}; allowed: {', '.join(map(repr, CPU_HEAP_SETTINGS))}")
     return value
 
+
 def cpu_heap_setting() -> str:
-    "`MIMEO_CPU_HEAP`: 'default' (unset) leaves glibc's allocator alone, 'limit' has `pretrain` call `limit_cpu_heap` on CPU."
+    """`MIMEO_CPU_HEAP`: 'default' (unset) leaves glibc's allocator alone, 'limit' has `pretrain` call `limit_cpu_heap`
+    on CPU."""
     return check_cpu_heap("MIMEO_CPU_HEAP", os.environ.get("MIMEO_CPU_HEAP", "default"))
 
 # %% ../nbs/04_train.ipynb #27c17f93
 @dataclass
 class PretrainResult:
     "What `pretrain` returns."
+
     model: MaskedAutoencoder
-    history: list            # one dict per epoch
+    history: list  # one dict per epoch
     final_loss: float
     checkpoint: Path | None
     encoder: Path | None
     normalize: BandNormalize
     seconds: float
 
+
 def model_from_config(cfg: Config, in_chans: int) -> MaskedAutoencoder:
     "The `MaskedAutoencoder` `cfg` describes."
-    return MaskedAutoencoder(cfg.preset, cfg.target, cfg.variant, in_chans=in_chans, mask_ratio=cfg.mask, loss_on=cfg.loss_on,
-                             w_raw=cfg.w_raw, w_hog=cfg.w_hog, hog_gradient=cfg.hog_gradient)
+    return MaskedAutoencoder(
+        cfg.preset,
+        cfg.target,
+        cfg.variant,
+        in_chans=in_chans,
+        mask_ratio=cfg.mask,
+        loss_on=cfg.loss_on,
+        w_raw=cfg.w_raw,
+        w_hog=cfg.w_hog,
+        hog_gradient=cfg.hog_gradient,
+    )
+
 
 def _write_history(path: Path, history: list) -> None:
-    if not history: return
-    buf = io.StringIO(); w = csv.DictWriter(buf, fieldnames=list(history[0])); w.writeheader(); w.writerows(history)
+    if not history:
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    w.writeheader()
+    w.writerows(history)
     atomic_write_text(path, buf.getvalue())
 
-def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume="auto", progress: bool = True,
-             deterministic: bool = False, stop_after_steps: int | None = None) -> PretrainResult:
+
+def pretrain(
+    cfg: Config,
+    out_dir=None,
+    data: PretrainData | None = None,
+    resume="auto",
+    progress: bool = True,
+    deterministic: bool = False,
+    stop_after_steps: int | None = None,
+) -> PretrainResult:
     "Pre-train the model `cfg` describes; checkpoints, `history.csv` and `encoder.safetensors` go to `out_dir`."
     cfg = cfg.validate()
-    if resume not in (True, False, "auto"): raise ValueError(f"resume={resume!r}; allowed: True, False, 'auto'")
+    if resume not in (True, False, "auto"):
+        raise ValueError(f"resume={resume!r}; allowed: True, False, 'auto'")
     device = resolve_device(cfg.device)
-    if device.type == "cpu" and cpu_heap_setting() == "limit": limit_cpu_heap()
+    if device.type == "cpu" and cpu_heap_setting() == "limit":
+        limit_cpu_heap()
     dd = setup_distributed(device)
-    if deterministic: torch.use_deterministic_algorithms(True)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
     torch.manual_seed(cfg.seed)
     data = data or PretrainData(cfg)
     model = model_from_config(cfg, data.in_chans).to(device)
     normalize = data.normalize.to(device)
     eff_batch = cfg.batch_size * dd.world * cfg.accum_steps
     steps_per_epoch = len(data) // eff_batch
-    if steps_per_epoch < 1: raise ValueError(f"batch_size={cfg.batch_size} x {dd.world} process(es) x accum_steps={cfg.accum_steps} "
-                                             f"= {eff_batch} exceeds the {len(data)} pre-training tiles; use a smaller batch_size")
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} x {dd.world} process(es) x accum_steps={cfg.accum_steps} "
+            f"= {eff_batch} exceeds the {len(data)} pre-training tiles; use a smaller batch_size"
+        )
     lr = cfg.base_lr * eff_batch / 256
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -255,28 +377,41 @@ def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume
     if resume and ckpt is not None and (resume is True or ckpt.exists()):
         state = load_checkpoint(ckpt, model, opt)
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
-        torch.set_rng_state(state["rng"]["torch"]); np.random.set_state(state["rng"]["numpy"])
-    elif resume is True: raise ValueError("cannot resume: no out_dir given")
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+    elif resume is True:
+        raise ValueError("cannot resume: no out_dir given")
     net = torch.nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
-    if cfg.compile: net = torch.compile(net)
+    if cfg.compile:
+        net = torch.compile(net)
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16")
+    amp = dict(
+        device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16"
+    )
     t_run = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        batches = rank_batches(len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed, epoch, cfg.accum_steps)  # this rank's share
+        batches = rank_batches(
+            len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed, epoch, cfg.accum_steps
+        )  # this rank's share
         xs = data.batches(batches, epoch, cfg.num_workers, pin_memory=device.type == "cuda")
         t0, sums, n_img = time.time(), {}, 0
-        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and dd.main), leave=False)
+        bar = progress_bar(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (progress and dd.main),
+            leave=False,
+        )
         for it in bar:
-            for g in opt.param_groups: g["lr"] = lr_at(step, total_steps, warmup_steps, lr)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total_steps, warmup_steps, lr)
             step_losses = {}
             for micro in range(cfg.accum_steps):
                 ids = batches[it * cfg.accum_steps + micro]
                 x = next(xs).to(device, non_blocking=True)
                 x = augment(normalize(x), cfg.seed, epoch, ids, model.img_size, enabled=cfg.augment)
-                noise = keyed_uniform(cfg.seed, epoch, torch.as_tensor(ids, device=device), model.grid ** 2, stream=1)
+                noise = keyed_uniform(cfg.seed, epoch, torch.as_tensor(ids, device=device), model.grid**2, stream=1)
                 sync = micro == cfg.accum_steps - 1 or dd.world == 1
                 ctx = net.no_sync() if (not sync and hasattr(net, "no_sync")) else torch.enable_grad()
                 with ctx, torch.autocast(**amp):
@@ -284,51 +419,98 @@ def pretrain(cfg: Config, out_dir=None, data: PretrainData | None = None, resume
                     (out["loss"] / cfg.accum_steps).backward()
                 for k, v in [("loss", out["loss"]), *out["losses"].items()]:
                     step_losses[k] = step_losses.get(k, 0.0) + v.detach().float() / cfg.accum_steps
-            if cfg.clip_grad: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            opt.step(); opt.zero_grad(set_to_none=True); step += 1
+            if cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
             vals = torch.stack(list(step_losses.values()))
-            if dd.world > 1: dist.all_reduce(vals); vals /= dd.world
-            for k, v in zip(step_losses, vals.tolist()): sums[k] = sums.get(k, 0.0) + v
+            if dd.world > 1:
+                dist.all_reduce(vals)
+                vals /= dd.world
+            for k, v in zip(step_losses, vals.tolist()):
+                sums[k] = sums.get(k, 0.0) + v
             n_img += eff_batch
-            if not math.isfinite(vals[0].item()): raise FloatingPointError(f"loss became {vals[0].item()} at epoch {epoch + 1}, step {step}; lower base_lr or enable clip_grad")
-            bar.set_postfix(loss=f"{vals[0].item():.4g}", lr=f"{opt.param_groups[0]['lr']:.2e}", img_s=f"{n_img / (time.time() - t0):.0f}")
-            if stop_after_steps is not None and step >= stop_after_steps: return None  # for tests: stop without checkpointing
+            if not math.isfinite(vals[0].item()):
+                raise FloatingPointError(
+                    f"loss became {vals[0].item()} at epoch {epoch + 1}, step {step}; lower base_lr or enable clip_grad"
+                )
+            bar.set_postfix(
+                loss=f"{vals[0].item():.4g}",
+                lr=f"{opt.param_groups[0]['lr']:.2e}",
+                img_s=f"{n_img / (time.time() - t0):.0f}",
+            )
+            if stop_after_steps is not None and step >= stop_after_steps:
+                return None  # for tests: stop without checkpointing
         secs = time.time() - t0
-        history.append(dict(epoch=epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()},
-                            lr=opt.param_groups[0]["lr"], images_per_s=n_img / secs, seconds=secs))
+        history.append(
+            dict(
+                epoch=epoch + 1,
+                **{k: v / steps_per_epoch for k, v in sums.items()},
+                lr=opt.param_groups[0]["lr"],
+                images_per_s=n_img / secs,
+                seconds=secs,
+            )
+        )
         if dd.main and out_dir is not None:
             if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
                 save_checkpoint(ckpt, model, opt, epoch + 1, step, history, cfg)
             _write_history(out_dir / "history.csv", history)
         if progress and dd.main:
-            h = history[-1]; print(f"epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.4g}, {h['images_per_s']:.0f} img/s, {secs:.1f} s", flush=True)
+            h = history[-1]
+            print(
+                f"epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.4g}, {h['images_per_s']:.0f} img/s, {secs:.1f} s",
+                flush=True,
+            )
     encoder = out_dir / "encoder.safetensors" if (dd.main and out_dir is not None) else None
-    # a resumed, finished pre-training keeps its encoder file: safetensors orders its header anew on every write (same weights, other
+    # a resumed, finished pre-training keeps its encoder file: safetensors orders its header anew on every write (same
+    # weights, other
     # bytes, another SHA-256), and the SHA-256 keys the cached features and records which weights a run evaluated
-    if encoder is not None and not (start_epoch == cfg.epochs and encoder.is_file()): export_encoder(model, encoder, data.band_names)
-    if dd.world > 1: dist.barrier()
-    return PretrainResult(model, history, history[-1]["loss"] if history else float("nan"), ckpt, encoder, normalize, time.time() - t_run)
+    if encoder is not None and not (start_epoch == cfg.epochs and encoder.is_file()):
+        export_encoder(model, encoder, data.band_names)
+    if dd.world > 1:
+        dist.barrier()
+    return PretrainResult(
+        model, history, history[-1]["loss"] if history else float("nan"), ckpt, encoder, normalize, time.time() - t_run
+    )
 
 # %% ../nbs/04_train.ipynb #65788720
 def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 2.0, device="cpu") -> float:
     "Measured GFLOP/s of an `n x n` matrix product in `dtype` on `device`."
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    for _ in range(2): a @ b
-    if torch.device(device).type == "cuda": torch.cuda.synchronize()
+    for _ in range(2):
+        a @ b
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
     t0, k = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        a @ b; k += 1
-        if torch.device(device).type == "cuda": torch.cuda.synchronize()
-    return 2 * n ** 3 * k / (time.perf_counter() - t0) / 1e9
+        a @ b
+        k += 1
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+    return 2 * n**3 * k / (time.perf_counter() - t0) / 1e9
 
-def throughput(preset: str = "vit_tiny_patch8_64", target: str = "raw", batch: int = 64, mode: str = "fp32", steps: int = 5,
-               warmup: int = 2, device: str = "cpu", in_chans: int = 13, mask: float = 0.75, heap: str = "default") -> dict:
+
+def throughput(
+    preset: str = "vit_tiny_patch8_64",
+    target: str = "raw",
+    batch: int = 64,
+    mode: str = "fp32",
+    steps: int = 5,
+    warmup: int = 2,
+    device: str = "cpu",
+    in_chans: int = 13,
+    mask: float = 0.75,
+    heap: str = "default",
+) -> dict:
     """Images/s, GFLOP per image and peak memory of pre-training steps (`mode`: fp32, bf16, fp32+compile, bf16+compile;
     `heap`: 'default' leaves glibc's allocator as it is, 'limit' calls `limit_cpu_heap` first)."""
     import resource
     from torch.utils.flop_counter import FlopCounterMode
+
     check_cpu_heap("heap", heap)
-    dev = torch.device(device); torch.manual_seed(0)
+    dev = torch.device(device)
+    torch.manual_seed(0)
     heap_limited = limit_cpu_heap() if heap == "limit" and dev.type == "cpu" else False
     variant = {"raw": "A", "hog": "C", "raw+hog": "AC"}[target]
     model = MaskedAutoencoder(preset, target, variant, in_chans=in_chans, mask_ratio=mask).to(dev)
@@ -336,25 +518,51 @@ def throughput(preset: str = "vit_tiny_patch8_64", target: str = "raw", batch: i
     net = torch.compile(model) if "compile" in mode else model
     x = torch.rand(batch, in_chans, model.img_size, model.img_size, device=dev)
     amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=mode.startswith("bf16"))
+
     def step():
-        with torch.autocast(**amp): loss = net(x)["loss"]
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        with torch.autocast(**amp):
+            loss = net(x)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
     with FlopCounterMode(display=False) as fc:
-        with torch.autocast(**amp): model(x)["loss"].backward()
+        with torch.autocast(**amp):
+            model(x)["loss"].backward()
     opt.zero_grad(set_to_none=True)
     flops = fc.get_total_flops()
     t_compile = time.perf_counter()
-    for _ in range(warmup): step()
-    if dev.type == "cuda": torch.cuda.synchronize()
+    for _ in range(warmup):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     t_compile = time.perf_counter() - t_compile
     t0 = time.perf_counter()
-    for _ in range(steps): step()
-    if dev.type == "cuda": torch.cuda.synchronize()
+    for _ in range(steps):
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / steps
-    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return dict(preset=preset, target=target, batch=batch, mode=mode, images_per_s=batch / dt, seconds_per_step=dt,
-                gflop_per_image=flops / batch / 1e9, achieved_gflops=flops / dt / 1e9, warmup_seconds=t_compile,
-                peak_memory_gib=peak / 2**30, threads=torch.get_num_threads(), device=str(dev), heap_limited=heap_limited)
+    peak = (
+        torch.cuda.max_memory_allocated(dev)
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return dict(
+        preset=preset,
+        target=target,
+        batch=batch,
+        mode=mode,
+        images_per_s=batch / dt,
+        seconds_per_step=dt,
+        gflop_per_image=flops / batch / 1e9,
+        achieved_gflops=flops / dt / 1e9,
+        warmup_seconds=t_compile,
+        peak_memory_gib=peak / 2**30,
+        threads=torch.get_num_threads(),
+        device=str(dev),
+        heap_limited=heap_limited,
+    )
 
 # %% ../nbs/04_train.ipynb #f4ce2574
 def main(argv=None):
@@ -363,16 +571,28 @@ def main(argv=None):
     p.add_argument("--resume", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--deterministic", action="store_true")
     p.add_argument("--history-json", default=None, help="also write the loss history here as JSON (rank 0)")
-    p.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: the one the study uses, under --out-dir)")
+    p.add_argument(
+        "--checkpoint-dir", default=None, help="checkpoint folder (default: the one the study uses, under --out-dir)"
+    )
     args = p.parse_args(argv)
     cfg = config_from_args(args)
     data = PretrainData(cfg)
     out = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoint_dir(cfg, data)
-    res = pretrain(cfg, out, data, resume={"auto": "auto", "true": True, "false": False}[args.resume], deterministic=args.deterministic,
-                   progress=True)
+    res = pretrain(
+        cfg,
+        out,
+        data,
+        resume={"auto": "auto", "true": True, "false": False}[args.resume],
+        deterministic=args.deterministic,
+        progress=True,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
-        if args.history_json: atomic_write_text(args.history_json, json.dumps(res.history))
+        if args.history_json:
+            atomic_write_text(args.history_json, json.dumps(res.history))
         print(f"final loss {res.final_loss:.6g}; checkpoint {res.checkpoint}; encoder {res.encoder}")
-    if dist.is_initialized(): dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
-if __name__ == "__main__" and "__file__" in globals(): main()
+
+if __name__ == "__main__" and "__file__" in globals():
+    main()

@@ -1,4 +1,5 @@
 """The data layer on generated fixtures (bad inputs, cache, layouts) and on the real samples in ../shared/data."""
+
 import shutil
 import warnings
 
@@ -6,8 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from mimeo_nb.data import (BAND_NAMES, EUROSAT_FILE_ORDER, NESTED_EUROSAT, BandNormalize, band_stats, label_fraction,
-                           load_eurosat, load_ssl4eo, split_indices, spatial_split)
+from mimeo_nb.data import (
+    BAND_NAMES,
+    EUROSAT_FILE_ORDER,
+    NESTED_EUROSAT,
+    BandNormalize,
+    band_stats,
+    label_fraction,
+    load_eurosat,
+    load_ssl4eo,
+    split_indices,
+    spatial_split,
+)
 from conftest import write_tif
 
 
@@ -17,8 +28,18 @@ def test_real_ms_sample(ms_sample, tmp_path):
     assert ds.images.shape == (419, 13, 64, 64) and ds.images.dtype == np.uint16
     assert len(ds.classes) == 10 and ds.classes == sorted(ds.classes)
     assert ds.band_names.index("B8A") == 8 and not ds.from_cache
-    assert ds.class_counts() == {"AnnualCrop": 45, "Forest": 45, "HerbaceousVegetation": 45, "Highway": 39, "Industrial": 40,
-                                 "Pasture": 35, "PermanentCrop": 40, "Residential": 45, "River": 40, "SeaLake": 45}
+    assert ds.class_counts() == {
+        "AnnualCrop": 45,
+        "Forest": 45,
+        "HerbaceousVegetation": 45,
+        "Highway": 39,
+        "Industrial": 40,
+        "Pasture": 35,
+        "PermanentCrop": 40,
+        "Residential": 45,
+        "River": 40,
+        "SeaLake": 45,
+    }
     again = load_eurosat(ms_sample, cache_dir=tmp_path, progress=False)
     assert again.from_cache and isinstance(again.images, np.memmap)
     np.testing.assert_array_equal(again.images, ds.images)
@@ -33,12 +54,14 @@ def test_real_rgb_layout(data_root, tmp_path):
     root = tmp_path / "rgb"
     for c in ("Forest", "River"):
         (root / c).mkdir(parents=True)
-        for f in sorted((src / c).iterdir())[:5]: shutil.copy(f, root / c / f.name)
+        for f in sorted((src / c).iterdir())[:5]:
+            shutil.copy(f, root / c / f.name)
     ds = load_eurosat(root, cache_dir=False, progress=False)
     assert ds.images.shape == (10, 3, 64, 64) and ds.images.dtype == np.uint8
     assert ds.band_names == ("B04", "B03", "B02") and ds.scale == 255.0
     assert np.isnan(ds.lonlat).all() and ds.crs == [""] * 10
     from PIL import Image
+
     np.testing.assert_array_equal(ds.images[0], np.asarray(Image.open(root / ds.paths[0])).transpose(2, 0, 1))
 
 
@@ -50,8 +73,11 @@ def test_real_ssl4eo(data_root):
     full = s.read_scene(s.scenes[1][0])
     assert full.shape == (13, 264, 264)
     import rasterio
-    with rasterio.open(s.scenes[1][0] / "B8A.tif") as src: assert (src.height, src.width) == (132, 132)
-    with rasterio.open(s.scenes[1][0] / "B4.tif") as src: np.testing.assert_array_equal(full[3], src.read(1))  # 10 m band untouched
+
+    with rasterio.open(s.scenes[1][0] / "B8A.tif") as src:
+        assert (src.height, src.width) == (132, 132)
+    with rasterio.open(s.scenes[1][0] / "B4.tif") as src:
+        np.testing.assert_array_equal(full[3], src.read(1))  # 10 m band untouched
     assert torch.equal(s[1], x)  # same (seed, epoch, index), same crop
 
 
@@ -74,17 +100,30 @@ def test_nested_archive_layout(tiny_eurosat, tmp_path):
 
 
 # ---- bad input ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind,expect", [
-    ("corrupt", "cannot read GeoTIFF"), ("truncated", "cannot read GeoTIFF"), ("bands", "12 bands, expected 13"),
-    ("size", "size 32x32, expected 64x64"), ("dtype", "dtype float32, expected uint16")])
+@pytest.mark.parametrize(
+    "kind,expect",
+    [
+        ("corrupt", "cannot read GeoTIFF"),
+        ("truncated", "cannot read GeoTIFF"),
+        ("bands", "12 bands, expected 13"),
+        ("size", "size 32x32, expected 64x64"),
+        ("dtype", "dtype float32, expected uint16"),
+    ],
+)
 def test_bad_tile(tiny_eurosat, kind, expect):
     bad = tiny_eurosat / "River" / "River_bad.tif"
-    if kind == "corrupt": bad.write_bytes(b"II*\x00" + bytes(range(256)) * 8)
+    if kind == "corrupt":
+        bad.write_bytes(b"II*\x00" + bytes(range(256)) * 8)
     elif kind == "truncated":
-        write_tif(bad, seed=5); data = bad.read_bytes(); bad.write_bytes(data[: len(data) // 3])
-    elif kind == "bands": write_tif(bad, bands=12)
-    elif kind == "size": write_tif(bad, size=32)
-    elif kind == "dtype": write_tif(bad, dtype="float32")
+        write_tif(bad, seed=5)
+        data = bad.read_bytes()
+        bad.write_bytes(data[: len(data) // 3])
+    elif kind == "bands":
+        write_tif(bad, bands=12)
+    elif kind == "size":
+        write_tif(bad, size=32)
+    elif kind == "dtype":
+        write_tif(bad, dtype="float32")
     with pytest.raises(ValueError, match=expect) as e:
         load_eurosat(tiny_eurosat, cache_dir=False, progress=False)
     assert "River_bad.tif" in str(e.value)
@@ -95,9 +134,11 @@ def test_bad_tile(tiny_eurosat, kind, expect):
 
 
 def test_skip_reports_every_file(tiny_eurosat, tmp_path):
-    write_tif(tiny_eurosat / "River" / "a.tif", bands=3); write_tif(tiny_eurosat / "Forest" / "b.tif", size=16)
+    write_tif(tiny_eurosat / "River" / "a.tif", bands=3)
+    write_tif(tiny_eurosat / "Forest" / "b.tif", size=16)
     (tiny_eurosat / "Empty").mkdir()
-    with pytest.raises(ValueError, match="Empty"): load_eurosat(tiny_eurosat, cache_dir=False, progress=False)
+    with pytest.raises(ValueError, match="Empty"):
+        load_eurosat(tiny_eurosat, cache_dir=False, progress=False)
     with pytest.warns(UserWarning, match="skipped 3"):
         ds = load_eurosat(tiny_eurosat, cache_dir=tmp_path, on_error="skip", progress=False)
     assert sorted(p for p, _ in ds.skipped) == ["Empty", "Forest/b.tif", "River/a.tif"]
@@ -113,10 +154,14 @@ def test_empty_class_folder(tiny_eurosat):
 
 
 def test_root_without_class_folders(tmp_path):
-    (tmp_path / "r").mkdir(); (tmp_path / "r" / "notes.txt").write_text("x")
-    with pytest.raises(ValueError, match="has no class folders"): load_eurosat(tmp_path / "r", cache_dir=False)
-    with pytest.raises(ValueError, match="is not a folder"): load_eurosat(tmp_path / "missing", cache_dir=False)
-    with pytest.raises(ValueError, match="on_error='ignore'"): load_eurosat(tmp_path / "r", on_error="ignore")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="has no class folders"):
+        load_eurosat(tmp_path / "r", cache_dir=False)
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_eurosat(tmp_path / "missing", cache_dir=False)
+    with pytest.raises(ValueError, match="on_error='ignore'"):
+        load_eurosat(tmp_path / "r", on_error="ignore")
 
 
 def test_ssl4eo_missing_band(data_root, tmp_path):
@@ -124,9 +169,11 @@ def test_ssl4eo_missing_band(data_root, tmp_path):
     shutil.copytree(data_root / "ssl4eo-s12-sample", root)
     scene = next(p for p in (root / "000001").iterdir() if p.is_dir())
     (scene / "B8A.tif").unlink()
-    with pytest.raises(ValueError, match=r"lacks band file\(s\) \['B8A'\]") as e: load_ssl4eo(root)
+    with pytest.raises(ValueError, match=r"lacks band file\(s\) \['B8A'\]") as e:
+        load_ssl4eo(root)
     assert scene.name in str(e.value)
-    with pytest.warns(UserWarning, match="skipped 1"): s = load_ssl4eo(root, on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 1"):
+        s = load_ssl4eo(root, on_error="skip")
     assert len(s) == 1
 
 
@@ -136,7 +183,8 @@ def test_ssl4eo_bad_band_file(data_root, tmp_path):
     scene = next(p for p in (root / "000000").iterdir() if p.is_dir())
     (scene / "B9.tif").write_bytes(b"not a tiff")
     s = load_ssl4eo(root)
-    with pytest.raises(ValueError, match="B9.tif: cannot read GeoTIFF"): s[0]
+    with pytest.raises(ValueError, match="B9.tif: cannot read GeoTIFF"):
+        s[0]
 
 
 # ---- the cache ------------------------------------------------------------------------------------------------------
@@ -158,14 +206,19 @@ def test_cache_rebuilds_when_files_change(tiny_eurosat, tmp_path):
 
 def test_cache_never_half_written(tiny_eurosat, tmp_path, monkeypatch):
     import mimeo_nb.data as data
+
     calls = {"n": 0}
     real = data.read_tile
+
     def flaky(p, size=64):
         calls["n"] += 1
-        if calls["n"] == 7: raise KeyboardInterrupt
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
         return real(p, size)
+
     monkeypatch.setattr(data, "read_tile", flaky)
-    with pytest.raises(KeyboardInterrupt): load_eurosat(tiny_eurosat, cache_dir=tmp_path, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        load_eurosat(tiny_eurosat, cache_dir=tmp_path, progress=False)
     assert not list(tmp_path.rglob("index.json")) and not list(tmp_path.rglob("images.npy"))
     monkeypatch.setattr(data, "read_tile", real)
     assert not load_eurosat(tiny_eurosat, cache_dir=tmp_path, progress=False).from_cache
@@ -176,10 +229,13 @@ def test_splits_and_fractions(ms_sample):
     ds = load_eurosat(ms_sample, progress=False)
     sp = split_indices(ds.labels)
     again = split_indices(ds.labels)
-    for k in sp: np.testing.assert_array_equal(sp[k], again[k])
+    for k in sp:
+        np.testing.assert_array_equal(sp[k], again[k])
     from sklearn.model_selection import train_test_split  # the study's exact call
+
     tr, te = train_test_split(np.arange(len(ds)), train_size=0.8, stratify=ds.labels, random_state=42)
-    np.testing.assert_array_equal(sp["train"], np.sort(tr)); np.testing.assert_array_equal(sp["test"], np.sort(te))
+    np.testing.assert_array_equal(sp["train"], np.sort(tr))
+    np.testing.assert_array_equal(sp["test"], np.sort(te))
     other = split_indices(ds.labels, seed=1)
     assert not np.array_equal(other["test"], sp["test"])
     counts = {}
@@ -198,7 +254,8 @@ def test_splits_and_fractions(ms_sample):
 
 @pytest.mark.parametrize("bad", [0, -0.1, 1.01, float("nan"), "0.5"])
 def test_bad_fraction(bad):
-    with pytest.raises(ValueError, match="fraction="): label_fraction(np.arange(10), np.arange(10) % 2, bad)
+    with pytest.raises(ValueError, match="fraction="):
+        label_fraction(np.arange(10), np.arange(10) % 2, bad)
 
 
 def test_fraction_leaving_class_empty():
@@ -213,7 +270,8 @@ def test_spatial_split(ms_sample):
     sp = spatial_split(ds.lonlat, ds.labels)
     assert len(np.intersect1d(sp["train"], sp["test"])) == 0 and len(sp["train"]) + len(sp["test"]) == 419
     for c in range(10):
-        tr = sp["train"][ds.labels[sp["train"]] == c]; te = sp["test"][ds.labels[sp["test"]] == c]
+        tr = sp["train"][ds.labels[sp["train"]] == c]
+        te = sp["test"][ds.labels[sp["test"]] == c]
         assert len(te) == round(0.2 * (len(tr) + len(te))) and ds.lonlat[tr, 0].max() <= ds.lonlat[te, 0].min()
 
 
@@ -221,10 +279,14 @@ def test_band_stats_and_normalise(tiny_eurosat):
     ds = load_eurosat(tiny_eurosat, cache_dir=False, progress=False)
     m, s = band_stats(ds.images, chunk=5)  # several chunks
     x = ds.images.astype(np.float64)
-    np.testing.assert_allclose(m, x.mean((0, 2, 3)), rtol=1e-10); np.testing.assert_allclose(s, x.std((0, 2, 3)), rtol=1e-8)
+    np.testing.assert_allclose(m, x.mean((0, 2, 3)), rtol=1e-10)
+    np.testing.assert_allclose(s, x.std((0, 2, 3)), rtol=1e-8)
     xb = torch.from_numpy(ds.images)
     z = BandNormalize("zscore", m, s)(xb)
     torch.testing.assert_close(z.mean((0, 2, 3)), torch.zeros(13), atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="needs mean and std"): BandNormalize("zscore")
-    with pytest.raises(ValueError, match="input has 3 bands"): BandNormalize("zscore", m, s)(xb[:, :3])
-    with pytest.raises(ValueError, match="indices is empty"): band_stats(ds.images, [])
+    with pytest.raises(ValueError, match="needs mean and std"):
+        BandNormalize("zscore")
+    with pytest.raises(ValueError, match="input has 3 bands"):
+        BandNormalize("zscore", m, s)(xb[:, :3])
+    with pytest.raises(ValueError, match="indices is empty"):
+        band_stats(ds.images, [])

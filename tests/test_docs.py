@@ -1,5 +1,6 @@
 """The chapters are committed executed: no error output, no progress bar, the figures each is meant to show; and the committed outputs
 survive nbdev_clean unchanged (CI cleans every notebook and fails on a change)."""
+
 import json
 
 import pytest
@@ -16,6 +17,7 @@ def test_committed_chapter_shows_what_it_is_meant_to(name):
 def test_committed_outputs_hold_no_timings_or_widgets():
     "Outputs that change on every run (timings, widget state, execution counts) are not committed."
     import re
+
     timing = re.compile(r"\b\d+(\.\d+)?\s?(s|ms|seconds)\b(?!\w)|\bit/s\b|images/s|tiles/s")
     found = []
     for name in CHAPTER_FIGURES:
@@ -24,5 +26,6 @@ def test_committed_outputs_hold_no_timings_or_widgets():
         for i, c in enumerate(nb["cells"]):
             for o in c.get("outputs", []):
                 text = "".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
-                if timing.search(text): found.append(f"{name} cell {i}: {timing.search(text).group(0)!r} in {text[:120]!r}")
+                if timing.search(text):
+                    found.append(f"{name} cell {i}: {timing.search(text).group(0)!r} in {text[:120]!r}")
     assert not found, found

@@ -1,7 +1,9 @@
 """Batched torch HOG (mimeo_nb.hog): parity with scikit-image on real EuroSAT tiles, shapes on the ViT patch grids, bad inputs."""
+
 import math
 
 import matplotlib
+
 matplotlib.use("Agg")
 import numpy as np
 import pytest
@@ -12,8 +14,17 @@ from skimage.feature import _hoghistogram
 from skimage.feature._hog import _hog_channel_gradient
 
 from mimeo_nb.data import find_data, read_tile
-from mimeo_nb.hog import (HOG, bench_hog, cells_to_patches, check_hog_options, gaussian_window_weights, hog, hog_reference,
-                          image_gradients, plot_hog_explained)
+from mimeo_nb.hog import (
+    HOG,
+    bench_hog,
+    cells_to_patches,
+    check_hog_options,
+    gaussian_window_weights,
+    hog,
+    hog_reference,
+    image_gradients,
+    plot_hog_explained,
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +44,9 @@ def tiles(tiles_dn):
 
 
 def sk_normalised(band):
-    return sk_hog(band, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(1, 1), block_norm="L2", feature_vector=False)[:, :, 0, 0]
+    return sk_hog(
+        band, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(1, 1), block_norm="L2", feature_vector=False
+    )[:, :, 0, 0]
 
 
 def sk_raw(band):
@@ -45,12 +58,12 @@ def sk_raw(band):
 
 # ---------------------------------------------------------------- parity
 def test_parity_normalised_every_band(tiles):
-    got = hog(tiles)                                         # [20, 13, 8, 8, 9] float64
+    got = hog(tiles)  # [20, 13, 8, 8, 9] float64
     assert got.shape == (20, 13, 8, 8, 9) and got.dtype == torch.float64
     ref = np.stack([[sk_normalised(tiles[i, c].numpy()) for c in range(13)] for i in range(len(tiles))])
     err = np.abs(got.numpy() - ref).max()
     assert err < 1e-5, err
-    assert np.abs(ref).max() > 0.5                           # real, textured histograms, not zeros
+    assert np.abs(ref).max() > 0.5  # real, textured histograms, not zeros
 
 
 def test_parity_raw_every_band(tiles):
@@ -60,7 +73,7 @@ def test_parity_raw_every_band(tiles):
     assert err < 1e-5, err
     assert ref.max() > 1e-2
     # scikit-image normalises exactly these histograms: un-normalising its HOG gives them back where cells have texture
-    norm = np.sqrt((ref ** 2).sum(-1, keepdims=True) + 1e-10)
+    norm = np.sqrt((ref**2).sum(-1, keepdims=True) + 1e-10)
     assert np.abs(hog(tiles).numpy() * norm - ref).max() < 1e-5
 
 
@@ -96,7 +109,9 @@ def test_gradients_match_scikit_image_and_maskfeat(tiles):
             r, cc = _hog_channel_gradient(tiles[i, c].numpy())
             np.testing.assert_array_equal(g_row[i, c].numpy(), r)
             np.testing.assert_array_equal(g_col[i, c].numpy(), cc)
-    wx = torch.outer(torch.tensor([1., 2, 1]), torch.tensor([1., 0, -1])).double().view(1, 1, 3, 3)  # Sobel: smoothing x difference
+    wx = (
+        torch.outer(torch.tensor([1.0, 2, 1]), torch.tensor([1.0, 0, -1])).double().view(1, 1, 3, 3)
+    )  # Sobel: smoothing x difference
     xp = F.pad(tiles[:3], (1, 1, 1, 1), mode="reflect").reshape(-1, 1, 66, 66)
     s_row, s_col = image_gradients(tiles[:3], "sobel")
     torch.testing.assert_close(s_col.reshape(-1, 1, 64, 64), -F.conv2d(xp, wx), rtol=0, atol=1e-12)
@@ -104,19 +119,32 @@ def test_gradients_match_scikit_image_and_maskfeat(tiles):
 
 
 def ramp(deg, size=32):
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
+    )
     a = math.radians(deg)
     return (yy * math.sin(a) + xx * math.cos(a))[None, None]
 
 
-@pytest.mark.parametrize("deg,hard_bin,linear", [(5, 0, {8: .25, 0: .75}), (30, 1, {1: 1.}), (45, 2, {1: .25, 2: .75}),
-                                                 (90, 4, {4: 1.}), (110, 5, {5: 1.}), (175, 8, {8: .75, 0: .25}), (-30, 7, {7: 1.})])
+@pytest.mark.parametrize(
+    "deg,hard_bin,linear",
+    [
+        (5, 0, {8: 0.25, 0: 0.75}),
+        (30, 1, {1: 1.0}),
+        (45, 2, {1: 0.25, 2: 0.75}),
+        (90, 4, {4: 1.0}),
+        (110, 5, {5: 1.0}),
+        (175, 8, {8: 0.75, 0: 0.25}),
+        (-30, 7, {7: 1.0}),
+    ],
+)
 def test_binning(deg, hard_bin, linear):
-    h = hog(ramp(deg), normalize=False)[0, 0, 1:3, 1:3]      # interior cells: every pixel has the same gradient, |g| = 2
-    expect = torch.zeros(9, dtype=torch.float64); expect[hard_bin] = 2
+    h = hog(ramp(deg), normalize=False)[0, 0, 1:3, 1:3]  # interior cells: every pixel has the same gradient, |g| = 2
+    expect = torch.zeros(9, dtype=torch.float64)
+    expect[hard_bin] = 2
     torch.testing.assert_close(h, expect.expand_as(h), rtol=0, atol=1e-9)
     hl = hog(ramp(deg), normalize=False, binning="linear")[0, 0, 1:3, 1:3]
-    expect = torch.tensor([2 * linear.get(k, 0.) for k in range(9)], dtype=torch.float64)
+    expect = torch.tensor([2 * linear.get(k, 0.0) for k in range(9)], dtype=torch.float64)
     torch.testing.assert_close(hl, expect.expand_as(hl), rtol=0, atol=1e-9)
 
 
@@ -125,21 +153,25 @@ def test_votes_sum_to_mean_magnitude(tiles):
     for binning in ("hard", "linear"):
         torch.testing.assert_close(hog(tiles, normalize=False, binning=binning).sum(-1), mean_mag, rtol=0, atol=1e-12)
     sob = hog(tiles, normalize=False, gradient="sobel")
-    torch.testing.assert_close(sob.sum(-1), torch.hypot(*image_gradients(tiles, "sobel")).view(20, 13, 8, 8, 8, 8).mean((3, 5)),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        sob.sum(-1),
+        torch.hypot(*image_gradients(tiles, "sobel")).view(20, 13, 8, 8, 8, 8).mean((3, 5)),
+        rtol=0,
+        atol=1e-12,
+    )
 
 
 def test_normalisation_formula(tiles):
     raw, normed = hog(tiles, normalize=False), hog(tiles)
-    torch.testing.assert_close(normed, raw / torch.sqrt((raw ** 2).sum(-1, keepdim=True) + 1e-10), rtol=0, atol=1e-12)
+    torch.testing.assert_close(normed, raw / torch.sqrt((raw**2).sum(-1, keepdim=True) + 1e-10), rtol=0, atol=1e-12)
     normed_eps = hog(tiles, eps=1e-2)
-    torch.testing.assert_close(normed_eps, raw / torch.sqrt((raw ** 2).sum(-1, keepdim=True) + 1e-4), rtol=0, atol=1e-12)
+    torch.testing.assert_close(normed_eps, raw / torch.sqrt((raw**2).sum(-1, keepdim=True) + 1e-4), rtol=0, atol=1e-12)
 
 
 def test_gaussian_window():
     w = gaussian_window_weights(16, 32, 32, torch.float64)
     assert abs(w[:16, :16].sum().item() - 1) < 1e-12 and torch.equal(w[:16, :16], w[16:, 16:])
-    n = torch.arange(16, dtype=torch.float64)                # MaskFeat's get_gkern(16, 8)
+    n = torch.arange(16, dtype=torch.float64)  # MaskFeat's get_gkern(16, 8)
     g = torch.exp(-0.5 * ((n - n.mean()) / 8) ** 2)
     k = g[:, None] * g[None, :]
     torch.testing.assert_close(w[:16, :16], k / k.sum())
@@ -158,7 +190,7 @@ def test_deterministic_and_chunk_independent(tiles):
 
 def test_dtypes_and_non_contiguous(tiles):
     assert hog(tiles[:2].to(torch.bfloat16)).dtype == torch.bfloat16
-    x = tiles[:4].permute(0, 1, 3, 2)                         # a non-contiguous view: the HOG of the transposed image
+    x = tiles[:4].permute(0, 1, 3, 2)  # a non-contiguous view: the HOG of the transposed image
     assert not x.is_contiguous()
     torch.testing.assert_close(hog(x), hog(x.contiguous()), rtol=0, atol=0)
 
@@ -171,12 +203,25 @@ def test_patch_grid_shapes_and_order(size, patch):
     assert t.shape == (2, (size // patch) ** 2, C * k * k * 9)
     # encode (band, cell row, cell col, bin) in every entry and check where cells_to_patches puts it
     Hc = size // 8
-    code = (100_000 * torch.arange(C).view(C, 1, 1, 1) + 1000 * torch.arange(Hc).view(1, Hc, 1, 1)
-            + 10 * torch.arange(Hc).view(1, 1, Hc, 1) + torch.arange(9).view(1, 1, 1, 9)).double()[None]
+    code = (
+        100_000 * torch.arange(C).view(C, 1, 1, 1)
+        + 1000 * torch.arange(Hc).view(1, Hc, 1, 1)
+        + 10 * torch.arange(Hc).view(1, 1, Hc, 1)
+        + torch.arange(9).view(1, 1, 1, 9)
+    ).double()[None]
     got = cells_to_patches(code, patch, 8)[0]
     for l in range(got.shape[0]):
-        r0, s0 = (l // (size // patch)) * k, (l % (size // patch)) * k      # patches numbered row by row (MAE, timm PatchEmbed)
-        expect = [c * 100_000 + (r0 + r) * 1000 + (s0 + s) * 10 + o for c in range(C) for r in range(k) for s in range(k) for o in range(9)]
+        r0, s0 = (
+            (l // (size // patch)) * k,
+            (l % (size // patch)) * k,
+        )  # patches numbered row by row (MAE, timm PatchEmbed)
+        expect = [
+            c * 100_000 + (r0 + r) * 1000 + (s0 + s) * 10 + o
+            for c in range(C)
+            for r in range(k)
+            for s in range(k)
+            for o in range(9)
+        ]
         assert got[l].tolist() == expect
 
 
@@ -184,32 +229,35 @@ def test_patch_grid_of_a_real_tile(tiles):
     t = HOG().patches(tiles.float(), 16)
     h = hog(tiles.float())
     assert t.shape == (20, 16, 13 * 4 * 9)
-    torch.testing.assert_close(t[3, 5].view(13, 2, 2, 9), h[3, :, 2:4, 2:4])          # patch 5 = row 1, col 1
+    torch.testing.assert_close(t[3, 5].view(13, 2, 2, 9), h[3, :, 2:4, 2:4])  # patch 5 = row 1, col 1
 
 
 # ---------------------------------------------------------------- bad inputs
-@pytest.mark.parametrize("call,message", [
-    (lambda x: hog(x, cell=7), "cell=7 does not divide the image (64x64 px)"),
-    (lambda x: hog(x, cell=0), "cell=0"),
-    (lambda x: hog(x, bins=0), "bins=0"),
-    (lambda x: hog(x, bins=-3), "bins=-3"),
-    (lambda x: hog(x, bins=2.5), "bins=2.5"),
-    (lambda x: hog(x[0]), "4-D tensor [B, C, H, W]; got shape (13, 64, 64)"),
-    (lambda x: hog(x[None]), "4-D"),
-    (lambda x: hog((x * 10000).to(torch.int32)), "floating-point tensor"),
-    (lambda x: hog(x.numpy()), "torch.Tensor"),
-    (lambda x: hog(x, gradient="prewitt"), "gradient='prewitt' is not allowed"),
-    (lambda x: hog(x, binning="soft"), "binning='soft' is not allowed"),
-    (lambda x: hog(x, gaussian_window=12), "gaussian_window=12 does not divide"),
-    (lambda x: hog(x, chunk=0), "chunk=0"),
-    (lambda x: HOG(bins=0), "bins=0"),
-    (lambda x: cells_to_patches(hog(x), 12, 8), "cell=8 does not divide patch=12"),
-    (lambda x: cells_to_patches(hog(x), 48, 8), "patch=48 does not divide the image (64x64 px"),
-    (lambda x: cells_to_patches(hog(x)[0], 16, 8), "5-D"),
-    (lambda x: image_gradients(x, "roberts"), "gradient='roberts'"),
-    (lambda x: plot_hog_explained(np.zeros((4, 8, 8))), "tile must be"),
-    (lambda x: bench_hog(np.zeros((2, 13, 64, 64), np.uint16), batch=0), "batch=0"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda x: hog(x, cell=7), "cell=7 does not divide the image (64x64 px)"),
+        (lambda x: hog(x, cell=0), "cell=0"),
+        (lambda x: hog(x, bins=0), "bins=0"),
+        (lambda x: hog(x, bins=-3), "bins=-3"),
+        (lambda x: hog(x, bins=2.5), "bins=2.5"),
+        (lambda x: hog(x[0]), "4-D tensor [B, C, H, W]; got shape (13, 64, 64)"),
+        (lambda x: hog(x[None]), "4-D"),
+        (lambda x: hog((x * 10000).to(torch.int32)), "floating-point tensor"),
+        (lambda x: hog(x.numpy()), "torch.Tensor"),
+        (lambda x: hog(x, gradient="prewitt"), "gradient='prewitt' is not allowed"),
+        (lambda x: hog(x, binning="soft"), "binning='soft' is not allowed"),
+        (lambda x: hog(x, gaussian_window=12), "gaussian_window=12 does not divide"),
+        (lambda x: hog(x, chunk=0), "chunk=0"),
+        (lambda x: HOG(bins=0), "bins=0"),
+        (lambda x: cells_to_patches(hog(x), 12, 8), "cell=8 does not divide patch=12"),
+        (lambda x: cells_to_patches(hog(x), 48, 8), "patch=48 does not divide the image (64x64 px"),
+        (lambda x: cells_to_patches(hog(x)[0], 16, 8), "5-D"),
+        (lambda x: image_gradients(x, "roberts"), "gradient='roberts'"),
+        (lambda x: plot_hog_explained(np.zeros((4, 8, 8))), "tile must be"),
+        (lambda x: bench_hog(np.zeros((2, 13, 64, 64), np.uint16), batch=0), "batch=0"),
+    ],
+)
 def test_bad_inputs(tiles, call, message):
     with pytest.raises(ValueError, match=None) as e:
         call(tiles[:2])
@@ -225,6 +273,7 @@ def test_check_hog_options_accepts_defaults():
 # ---------------------------------------------------------------- figure and bench
 def test_plot_hog_explained(tiles):
     import matplotlib.figure
+
     fig = plot_hog_explained(tiles[0, 7].numpy())
     assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 5
     assert len(fig.axes[4].collections[0].get_segments()) == 8 * 8 * 9
@@ -234,7 +283,13 @@ def test_plot_hog_explained(tiles):
 
 def test_bench_hog_small(tiles_dn):
     b = bench_hog(tiles_dn, batch=20, repeats=1, skimage_images=2)
-    assert {"torch_images_per_s", "skimage_images_per_s", "speedup", "parity_max_abs_float64", "parity_max_abs_float32"} <= set(b)
+    assert {
+        "torch_images_per_s",
+        "skimage_images_per_s",
+        "speedup",
+        "parity_max_abs_float64",
+        "parity_max_abs_float32",
+    } <= set(b)
     assert b["parity_max_abs_float64"] < 1e-5 and b["parity_max_abs_float32"] < 0.2
     assert b["torch_images_per_s"] > 0 and b["skimage_images_per_s"] > 0
     assert abs(b["speedup"] - b["torch_images_per_s"] / b["skimage_images_per_s"]) < 1e-9

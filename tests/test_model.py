@@ -1,4 +1,5 @@
 """The masked autoencoder: shapes per preset x target, variant statistics, learning, export to timm, bad input."""
+
 import logging
 
 import numpy as np
@@ -25,14 +26,17 @@ def real16(ms_sample, tmp_path_factory):
 def test_shapes(preset, target, variant):
     torch.manual_seed(0)
     m = MaskedAutoencoder(preset, target, variant, mask_ratio=0.75)
-    S, P = m.img_size, m.patch_size; L = (S // P) ** 2
+    S, P = m.img_size, m.patch_size
+    L = (S // P) ** 2
     out = m(torch.randn(2, 13, S, S))
     assert out["mask"].shape == (2, L) and (out["mask"].sum(1) == L - int(L * 0.25)).all()
     assert out["ids_restore"].shape == (2, L)
     for k in out["pred"]:
         assert out["pred"][k].shape == out["target"][k].shape
-    if "raw" in target: assert out["pred"]["raw"].shape == (2, L, P * P * 13)
-    if "hog" in target: assert out["pred"]["hog"].shape == (2, L, 13 * (P // 8) ** 2 * 9)
+    if "raw" in target:
+        assert out["pred"]["raw"].shape == (2, L, P * P * 13)
+    if "hog" in target:
+        assert out["pred"]["hog"].shape == (2, L, 13 * (P // 8) ** 2 * 9)
     assert set(out["losses"]) == set(target.split("+"))
 
 
@@ -56,20 +60,26 @@ def test_variant_statistics(real16):
         t = m.targets(x)["hog"]
         raw = cells_to_patches(m.hog(x), 8, 8)
         norms = raw.reshape(16, 64, 13, 9).norm(dim=-1)
-        if unit_cells: assert (norms <= 1 + 1e-5).all() and (norms > 0.9).float().mean() > 0.95
-        else: assert not torch.allclose(norms, torch.ones_like(norms), atol=0.1)
+        if unit_cells:
+            assert (norms <= 1 + 1e-5).all() and (norms > 0.9).float().mean() > 0.95
+        else:
+            assert not torch.allclose(norms, torch.ones_like(norms), atol=0.1)
         if standardised:  # every patch: mean 0, variance v / (v + 1e-6) (MAE's epsilon), i.e. 1 for unit-norm cells
             v = raw.var(-1)
             assert t.mean(-1).abs().max() < 1e-4
             torch.testing.assert_close(t.var(-1), v / (v + 1e-6), atol=1e-3, rtol=1e-3)
-            if unit_cells: assert (t.var(-1) - 1).abs().max() < 0.02
-        else: assert torch.equal(t, raw)
+            if unit_cells:
+                assert (t.var(-1) - 1).abs().max() < 0.02
+        else:
+            assert torch.equal(t, raw)
     # cell-normalised HOG ignores a band's brightness and contrast; raw HOG scales with contrast
     D, F = MaskedAutoencoder(target="hog", variant="D"), MaskedAutoencoder(target="hog", variant="F")
     x2 = x * 4 + 0.25
     assert (D.targets(x2)["hog"] - D.targets(x)["hog"]).abs().mean() < 1e-3
     f1, f2 = F.targets(x)["hog"].reshape(16, 64, 13, 9), F.targets(x2)["hog"].reshape(16, 64, 13, 9)
-    torch.testing.assert_close(f2.sum(-1), 4 * f1.sum(-1), atol=1e-5, rtol=1e-4)  # a cell's total vote scales with contrast
+    torch.testing.assert_close(
+        f2.sum(-1), 4 * f1.sum(-1), atol=1e-5, rtol=1e-4
+    )  # a cell's total vote scales with contrast
     assert ((f2 - 4 * f1).abs() > 1e-3).float().mean() < 0.01  # and the bins agree but for votes on a bin edge
 
 
@@ -99,11 +109,19 @@ def test_export_loads_in_timm(preset, tmp_path, real16):
     m = MaskedAutoencoder(preset, "hog", "C").eval()
     f = export_encoder(m, tmp_path / "enc.safetensors")
     arch = PRESETS[preset]["arch"]
-    t = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(f)), in_chans=13, img_size=64, patch_size=8,
-                          num_classes=0).eval()
+    t = timm.create_model(
+        arch,
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(f)),
+        in_chans=13,
+        img_size=64,
+        patch_size=8,
+        num_classes=0,
+    ).eval()
     sd_t, sd_m = t.state_dict(), m.encoder.state_dict()
     assert set(sd_t) == set(sd_m)  # no missing, no unexpected keys
-    for k in sd_m: assert torch.equal(sd_t[k], sd_m[k]), k
+    for k in sd_m:
+        assert torch.equal(sd_t[k], sd_m[k]), k
     with torch.no_grad():
         torch.testing.assert_close(t(real16[:4]), m.encoder(real16[:4]))
         torch.testing.assert_close(t.forward_features(real16[:4]), m.encoder.forward_features(real16[:4]))
@@ -114,24 +132,38 @@ def test_export_loads_in_timm(preset, tmp_path, real16):
 
 
 def test_reconstruction_figure(real16):
-    import matplotlib; matplotlib.use("Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
     for target, variant in (("raw", "A"), ("hog", "C")):
         fig = plot_reconstruction(MaskedAutoencoder(target=target, variant=variant), real16[:2])
         assert len(fig.axes) == (8 if target == "raw" else 8)
         assert "true patch statistics" in fig._suptitle.get_text()  # A and C predict per-patch normalised targets
 
 
-@pytest.mark.parametrize("kwargs,expect", [
-    (dict(preset="vit_base"), "preset='vit_base'"), (dict(target="ndvi"), "target='ndvi'"),
-    (dict(target="hog", variant="A"), "variant='A'"), (dict(target="raw", variant="Z"), "variant='Z'"),
-    (dict(patch_size=12), "patch_size=12 does not divide img_size=64"),
-    (dict(preset="vit_small_patch16_224", target="hog", variant="C", hog_cell=6), "hog_cell=6 does not divide patch_size=16"),
-    (dict(mask_ratio=1.0), "mask_ratio=1.0"), (dict(loss_on="visible"), "loss_on='visible'")])
+@pytest.mark.parametrize(
+    "kwargs,expect",
+    [
+        (dict(preset="vit_base"), "preset='vit_base'"),
+        (dict(target="ndvi"), "target='ndvi'"),
+        (dict(target="hog", variant="A"), "variant='A'"),
+        (dict(target="raw", variant="Z"), "variant='Z'"),
+        (dict(patch_size=12), "patch_size=12 does not divide img_size=64"),
+        (
+            dict(preset="vit_small_patch16_224", target="hog", variant="C", hog_cell=6),
+            "hog_cell=6 does not divide patch_size=16",
+        ),
+        (dict(mask_ratio=1.0), "mask_ratio=1.0"),
+        (dict(loss_on="visible"), "loss_on='visible'"),
+    ],
+)
 def test_bad_construction(kwargs, expect):
     with pytest.raises(ValueError, match=expect.replace("(", r"\(").replace("[", r"\[")):
         MaskedAutoencoder(**kwargs)
 
 
 def test_bad_input_bands():
-    with pytest.raises(ValueError, match="in_chans=13"): MaskedAutoencoder()(torch.rand(1, 12, 64, 64))
-    with pytest.raises(ValueError, match=r"\[B, 13, 64, 64\]"): MaskedAutoencoder()(torch.rand(1, 13, 32, 32))
+    with pytest.raises(ValueError, match="in_chans=13"):
+        MaskedAutoencoder()(torch.rand(1, 12, 64, 64))
+    with pytest.raises(ValueError, match=r"\[B, 13, 64, 64\]"):
+        MaskedAutoencoder()(torch.rand(1, 13, 32, 32))

@@ -1,4 +1,5 @@
 """The committed results/ are what nbs/report.ipynb regenerates from the committed run folders, and README shows them."""
+
 import re
 import shutil
 
@@ -12,16 +13,24 @@ RESULTS = REPO / "results"
 def assert_report_regenerates(tmp_path):
     "Regenerate the report from the committed run folders (results/runs, results/runs-rgb) and benchmarks; compare with the committed one."
     from mimeo_nb.study import run_report
+
     for name in ("runs", "runs-rgb", "bench"):
         if (RESULTS / name).is_dir():
-            shutil.copytree(RESULTS / name, tmp_path / name, ignore=shutil.ignore_patterns("_checkpoints", "*.safetensors"))
+            shutil.copytree(
+                RESULTS / name, tmp_path / name, ignore=shutil.ignore_patterns("_checkpoints", "*.safetensors")
+            )
     run_report(tmp_path)
     committed = sorted(p.name for p in (RESULTS / "tables").iterdir())
     assert committed == sorted(p.name for p in (tmp_path / "tables").iterdir())
     for name in committed:
         assert (tmp_path / "tables" / name).read_text() == (RESULTS / "tables" / name).read_text(), name
-    assert sorted(p.name for p in (RESULTS / "figures").iterdir()) == sorted(p.name for p in (tmp_path / "figures").iterdir())
-    def body(text): return re.sub(r"on \d{4}-\d{2}-\d{2}", "on DATE", text)
+    assert sorted(p.name for p in (RESULTS / "figures").iterdir()) == sorted(
+        p.name for p in (tmp_path / "figures").iterdir()
+    )
+
+    def body(text):
+        return re.sub(r"on \d{4}-\d{2}-\d{2}", "on DATE", text)
+
     assert body((tmp_path / "README.md").read_text()) == body((RESULTS / "README.md").read_text())
 
 
@@ -32,9 +41,14 @@ def test_committed_results_are_what_the_report_regenerates(tmp_path):
 
 @pytest.mark.parametrize("table", ["t5_strategies.md", "rgb_t5_strategies.md"])
 def test_readme_shows_the_committed_numbers(table):
-    if not (RESULTS / "tables" / table).is_file(): pytest.skip(f"no committed {table}")
+    if not (RESULTS / "tables" / table).is_file():
+        pytest.skip(f"no committed {table}")
     readme = (REPO / "README.md").read_text()
-    rows = [l for l in (RESULTS / "tables" / table).read_text().splitlines() if l.startswith("| ") and any(c.isdigit() for c in l)]
+    rows = [
+        l
+        for l in (RESULTS / "tables" / table).read_text().splitlines()
+        if l.startswith("| ") and any(c.isdigit() for c in l)
+    ]
     assert rows and all(r in readme for r in rows), f"README's results table differs from results/tables/{table}"
 
 
@@ -42,32 +56,60 @@ def test_readme_says_each_section_once():
     "README (from nbs/index.ipynb) has no section twice: a stale copy of a results section would contradict the current one."
     heads, fenced = [], False
     for line in (REPO / "README.md").read_text().splitlines():
-        if line.startswith("```"): fenced = not fenced
-        elif line.startswith("#") and not fenced: heads.append(line)
+        if line.startswith("```"):
+            fenced = not fenced
+        elif line.startswith("#") and not fenced:
+            heads.append(line)
     assert len(heads) == len(set(heads)), f"README repeats sections: {sorted({h for h in heads if heads.count(h) > 1})}"
 
 
 def test_readme_benchmarks_are_the_committed_ones():
     "README's benchmark figures are the ones in results/bench/*.json (rounded as README writes them)."
     import json
+
     bench = RESULTS / "bench"
-    if not (bench / "data.json").is_file(): pytest.skip("no committed benchmarks")
+    if not (bench / "data.json").is_file():
+        pytest.skip("no committed benchmarks")
     readme = " ".join((REPO / "README.md").read_text().split())
-    def load(name): return json.loads((bench / f"{name}.json").read_text())
+
+    def load(name):
+        return json.loads((bench / f"{name}.json").read_text())
+
     d, h, s = load("data"), load("hog"), load("scale")
-    expected = [f"{d['cache_tiles_per_s']:,.0f} tiles/s", f"{d['decode_tiles_per_s']:,.0f} tiles/s", f"**{d['cache_speedup']:.0f}x**",
-                f"{h['torch_images_per_s']:,.0f} images/s", f"{h['skimage_images_per_s']:.0f} images/s", f"**{h['speedup']:.0f}x**",
-                f"{s['cache_build_seconds']:.1f} s", f"{s['cache_build_peak_rss_gib']:.2f} GiB", f"{s['cache_bytes'] / 1e6:.0f} MB",
-                f"{s['cached_tiles_per_s']:,.0f} tiles/s", f"{s['pretrain_images_per_s']['3_bands']:.0f} images/s"]
+    expected = [
+        f"{d['cache_tiles_per_s']:,.0f} tiles/s",
+        f"{d['decode_tiles_per_s']:,.0f} tiles/s",
+        f"**{d['cache_speedup']:.0f}x**",
+        f"{h['torch_images_per_s']:,.0f} images/s",
+        f"{h['skimage_images_per_s']:.0f} images/s",
+        f"**{h['speedup']:.0f}x**",
+        f"{s['cache_build_seconds']:.1f} s",
+        f"{s['cache_build_peak_rss_gib']:.2f} GiB",
+        f"{s['cache_bytes'] / 1e6:.0f} MB",
+        f"{s['cached_tiles_per_s']:,.0f} tiles/s",
+        f"{s['pretrain_images_per_s']['3_bands']:.0f} images/s",
+    ]
     if (bench / "ssl4eo.json").is_file():
         q = load("ssl4eo")
-        expected += [f"{q['geotiff_samples_per_s']:.0f} samples/s", f"{q['packed_samples_per_s']:,.0f} samples/s", f"**{q['speedup']:,.0f}x**"]
+        expected += [
+            f"{q['geotiff_samples_per_s']:.0f} samples/s",
+            f"{q['packed_samples_per_s']:,.0f} samples/s",
+            f"**{q['speedup']:,.0f}x**",
+        ]
     if (bench / "heap.json").is_file():
         rows = load("heap")["rows"]
         peaks = [r["limit_peak_memory_gib"] for r in rows]
+
         def cost(compiled):
-            c = [round(100 * (1 - r["speed_ratio_limit_vs_default"])) for r in rows if ("compile" in r["mode"]) == compiled]
+            c = [
+                round(100 * (1 - r["speed_ratio_limit_vs_default"]))
+                for r in rows
+                if ("compile" in r["mode"]) == compiled
+            ]
             return f"{min(c)}-{max(c)} %"
-        expected += [f"{min(peaks):.1f}-{max(peaks):.1f} GiB but costs {cost(False)} of the speed in eager mode and {cost(True)} compiled"]
+
+        expected += [
+            f"{min(peaks):.1f}-{max(peaks):.1f} GiB but costs {cost(False)} of the speed in eager mode and {cost(True)} compiled"
+        ]
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README does not show these committed benchmark figures: {missing}"

@@ -1,4 +1,5 @@
 """The study through papermill: one run (parameters reach the notebook), skip when finished, bad parameters, the smoke grid + report."""
+
 import json
 import subprocess
 import sys
@@ -13,9 +14,16 @@ RUN_NB = REPO / "nbs" / "run.ipynb"
 
 def papermill(*args, cwd=REPO, env_extra=None):
     import os
+
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "papermill", *map(str, args), "-k", "python3", "--no-progress-bar"],
-                          cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "papermill", *map(str, args), "-k", "python3", "--no-progress-bar"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
 
 
 def finished_runs(out):
@@ -24,15 +32,34 @@ def finished_runs(out):
 
 def test_run_notebook_parameters_reach_the_run_and_it_is_skipped_second_time(ms_sample, tmp_path):
     out = tmp_path / "runs"
-    args = [RUN_NB, tmp_path / "a.ipynb", "-p", "profile", "smoke", "-p", "mask", "0.2", "-p", "out_dir", out,
-            "-p", "data_dir", ms_sample, "-p", "evaluations", "linear,knn"]
+    args = [
+        RUN_NB,
+        tmp_path / "a.ipynb",
+        "-p",
+        "profile",
+        "smoke",
+        "-p",
+        "mask",
+        "0.2",
+        "-p",
+        "out_dir",
+        out,
+        "-p",
+        "data_dir",
+        ms_sample,
+        "-p",
+        "evaluations",
+        "linear,knn",
+    ]
     r = papermill(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     (run,) = finished_runs(out)
     meta = json.loads((run / "config.json").read_text())
     assert meta["config"]["mask"] == 0.2 and meta["config"]["profile"] == "smoke" and meta["status"] == "finished"
     assert meta["config"]["evaluations"] == ["linear", "knn"]
-    assert {"config.json", "history.csv", "metrics.json", "predictions.csv", "reconstructions.png"} <= {p.name for p in run.iterdir()}
+    assert {"config.json", "history.csv", "metrics.json", "predictions.csv", "reconstructions.png"} <= {
+        p.name for p in run.iterdir()
+    }
     assert meta["provenance"]["git"]["commit"] and meta["provenance"]["data"]["tiles"] == 419
     stamp = (run / "metrics.json").stat().st_mtime_ns
     r2 = papermill(*args[:1], tmp_path / "b.ipynb", *args[2:])
@@ -43,7 +70,22 @@ def test_run_notebook_parameters_reach_the_run_and_it_is_skipped_second_time(ms_
 
 def test_bad_parameter_fails_in_first_cell_naming_it(ms_sample, tmp_path):
     out = tmp_path / "runs"
-    r = papermill(RUN_NB, tmp_path / "bad.ipynb", "-p", "profile", "smoke", "-p", "mask", "1.5", "-p", "out_dir", out, "-p", "data_dir", ms_sample)
+    r = papermill(
+        RUN_NB,
+        tmp_path / "bad.ipynb",
+        "-p",
+        "profile",
+        "smoke",
+        "-p",
+        "mask",
+        "1.5",
+        "-p",
+        "out_dir",
+        out,
+        "-p",
+        "data_dir",
+        ms_sample,
+    )
     assert r.returncode != 0
     assert "mask=1.5; allowed: a number in (0, 1)" in r.stderr + (tmp_path / "bad.ipynb").read_text()
     assert not out.exists() or not finished_runs(out)
@@ -52,19 +94,50 @@ def test_bad_parameter_fails_in_first_cell_naming_it(ms_sample, tmp_path):
 
 
 def test_help_notebook_documents_parameters():
-    r = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(RUN_NB)], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "papermill", "--help-notebook", str(RUN_NB)], capture_output=True, text=True, cwd=REPO
+    )
     assert r.returncode == 0
-    for p in ("profile", "data_dir", "pretrain_data", "target", "variant", "mask", "epochs", "evaluations", "fractions", "seeds", "out_dir"):
+    for p in (
+        "profile",
+        "data_dir",
+        "pretrain_data",
+        "target",
+        "variant",
+        "mask",
+        "epochs",
+        "evaluations",
+        "fractions",
+        "seeds",
+        "out_dir",
+    ):
         assert p in r.stdout, p
     assert "masking ratio" in r.stdout
 
 
 def test_no_data_offline_fails_at_once_with_instructions(tmp_path):
     (tmp_path / "empty").mkdir()  # a data folder without EuroSAT, no cached demo, and no network
-    env = {"MIMEO_DATA": str(tmp_path / "empty"), "MIMEO_EUROSAT": "", "MIMEO_CACHE": str(tmp_path / "cache"),
-           "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-    nb = tmp_path / "run.ipynb"; nb.write_text(RUN_NB.read_text())
-    r = papermill(nb, tmp_path / "o.ipynb", "-p", "profile", "smoke", "-p", "out_dir", tmp_path / "runs", cwd=tmp_path, env_extra=env)
+    env = {
+        "MIMEO_DATA": str(tmp_path / "empty"),
+        "MIMEO_EUROSAT": "",
+        "MIMEO_CACHE": str(tmp_path / "cache"),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
+    nb = tmp_path / "run.ipynb"
+    nb.write_text(RUN_NB.read_text())
+    r = papermill(
+        nb,
+        tmp_path / "o.ipynb",
+        "-p",
+        "profile",
+        "smoke",
+        "-p",
+        "out_dir",
+        tmp_path / "runs",
+        cwd=tmp_path,
+        env_extra=env,
+    )
     text = r.stderr + (tmp_path / "o.ipynb").read_text()
     assert r.returncode != 0 and "data_dir" in text and "MIMEO_EUROSAT" in text and "could not be downloaded" in text
     assert not (tmp_path / "runs").exists() or not finished_runs(tmp_path / "runs")
@@ -73,26 +146,77 @@ def test_no_data_offline_fails_at_once_with_instructions(tmp_path):
 @pytest.mark.slow
 def test_smoke_grid_and_report(ms_sample, tmp_path):
     out = tmp_path / "results" / "runs"
-    r = subprocess.run([sys.executable, "-m", "mimeo_nb.study", "--profile", "smoke", "--data-dir", str(ms_sample), "--out-dir", str(out),
-                        "--jobs", "2"], cwd=REPO, capture_output=True, text=True, timeout=1800)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mimeo_nb.study",
+            "--profile",
+            "smoke",
+            "--data-dir",
+            str(ms_sample),
+            "--out-dir",
+            str(out),
+            "--jobs",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     runs = finished_runs(out)
     assert len(runs) == 14
     res = tmp_path / "results"
     figures = {p.name for p in (res / "figures").iterdir()}
     tables = {p.name for p in (res / "tables").iterdir()}
-    assert {"f1_sample_tiles.png", "f2_hog.png", "f3_reconstructions_variants.png", "f3_reconstructions_masks.png", "f4_loss_curves.png",
-            "f5_strategies.png", "f6_normalisation.png", "f6_masking.png", "f7_confusion_100.png", "f7_confusion_10.png",
-            "f9_misclassified_hog.png", "f9_misclassified_raw.png"} <= figures
-    for t in ("t1_bands", "t4_final_loss", "t5_strategies", "t6_normalisation", "t6_masking", "t8_per_class_100", "t8_per_class_10"):
+    assert {
+        "f1_sample_tiles.png",
+        "f2_hog.png",
+        "f3_reconstructions_variants.png",
+        "f3_reconstructions_masks.png",
+        "f4_loss_curves.png",
+        "f5_strategies.png",
+        "f6_normalisation.png",
+        "f6_masking.png",
+        "f7_confusion_100.png",
+        "f7_confusion_10.png",
+        "f9_misclassified_hog.png",
+        "f9_misclassified_raw.png",
+    } <= figures
+    for t in (
+        "t1_bands",
+        "t4_final_loss",
+        "t5_strategies",
+        "t6_normalisation",
+        "t6_masking",
+        "t8_per_class_100",
+        "t8_per_class_10",
+    ):
         assert f"{t}.csv" in tables and f"{t}.md" in tables, t
     readme = (res / "README.md").read_text()
     assert "smoke" in readme and "0.9857" in readme and "figures/f5_strategies.png" in readme
     # a second sweep finds everything finished: no run notebook is executed again, only the report
     nbs = {p: p.stat().st_mtime_ns for p in (out / "_checkpoints" / "notebooks").glob("*-*.ipynb")}
     assert len(nbs) == 14
-    r2 = subprocess.run([sys.executable, "-m", "mimeo_nb.study", "--profile", "smoke", "--data-dir", str(ms_sample), "--out-dir", str(out)],
-                        cwd=REPO, capture_output=True, text=True, timeout=600)
+    r2 = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mimeo_nb.study",
+            "--profile",
+            "smoke",
+            "--data-dir",
+            str(ms_sample),
+            "--out-dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r2.returncode == 0 and len(finished_runs(out)) == 14
     assert {p: p.stat().st_mtime_ns for p in (out / "_checkpoints" / "notebooks").glob("*-*.ipynb")} == nbs
 
@@ -109,12 +233,21 @@ def test_main_job_exactly_as_typed_then_the_results_check(ms_sample, tmp_path):
     passes: a user's own runs never enter the report."""
     import os
     from test_results import RESULTS, assert_report_regenerates
+
     env = {**os.environ, "MIMEO_EUROSAT": str(ms_sample)}
-    r = subprocess.run(["papermill", "nbs/run.ipynb", "-p", "mask", "0.2"], cwd=REPO, capture_output=True, text=True, timeout=1500,
-                       env={**env, "PATH": str(Path(sys.executable).parent) + os.pathsep + env["PATH"]})
+    r = subprocess.run(
+        ["papermill", "nbs/run.ipynb", "-p", "mask", "0.2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env={**env, "PATH": str(Path(sys.executable).parent) + os.pathsep + env["PATH"]},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)["cells"]  # the executed notebook, printed
-    runs = [d for d in finished_runs(REPO / "runs") if json.loads((d / "config.json").read_text())["config"]["mask"] == 0.2]
+    runs = [
+        d for d in finished_runs(REPO / "runs") if json.loads((d / "config.json").read_text())["config"]["mask"] == 0.2
+    ]
     assert runs, "the main job wrote no finished run folder into runs/"
     meta = json.loads((runs[0] / "config.json").read_text())
     assert meta["config"]["profile"] == "cpu" and meta["status"] == "finished"

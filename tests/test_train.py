@@ -1,4 +1,5 @@
 """Pre-training: exact resume after SIGKILL (bitwise on CPU), DDP equivalence under torchrun, bad checkpoints."""
+
 import json
 import os
 import signal
@@ -16,12 +17,41 @@ from mimeo_nb.data import load_eurosat
 from mimeo_nb.train import PretrainData, make_split, pretrain
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-COMMON = ["--profile", "smoke", "--max-tiles", "120", "--batch-size", "16", "--target", "hog", "--variant", "C",
-          "--precision", "fp32", "--device", "cpu", "--checkpoint-every", "1", "--warmup-epochs", "1"]
+COMMON = [
+    "--profile",
+    "smoke",
+    "--max-tiles",
+    "120",
+    "--batch-size",
+    "16",
+    "--target",
+    "hog",
+    "--variant",
+    "C",
+    "--precision",
+    "fp32",
+    "--device",
+    "cpu",
+    "--checkpoint-every",
+    "1",
+    "--warmup-epochs",
+    "1",
+]
 
 
 def train_cmd(out, epochs, extra=()):
-    return [sys.executable, "-m", "mimeo_nb.train", *COMMON, "--epochs", str(epochs), "--checkpoint-dir", str(out), "--deterministic", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "mimeo_nb.train",
+        *COMMON,
+        "--epochs",
+        str(epochs),
+        "--checkpoint-dir",
+        str(out),
+        "--deterministic",
+        *extra,
+    ]
 
 
 def test_resume_after_sigkill_is_bitwise_identical(ms_sample, tmp_path):
@@ -30,31 +60,87 @@ def test_resume_after_sigkill_is_bitwise_identical(ms_sample, tmp_path):
     subprocess.run(train_cmd(ref, 3), env=env, check=True, capture_output=True, timeout=600)
     p = subprocess.Popen(train_cmd(crashed, 3), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
-    while not (crashed / "history.csv").is_file() or len(pd.read_csv(crashed / "history.csv")) < 1:  # epoch 1 checkpointed
+    while (
+        not (crashed / "history.csv").is_file() or len(pd.read_csv(crashed / "history.csv")) < 1
+    ):  # epoch 1 checkpointed
         assert p.poll() is None and time.time() < deadline, p.stdout.read().decode()[-2000:]
         time.sleep(0.05)
     time.sleep(0.6)  # into epoch 2
     assert p.poll() is None, "the run ended before it could be killed"
-    os.kill(p.pid, signal.SIGKILL); p.wait()
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
     state = torch.load(crashed / "checkpoint.pt", weights_only=False)
     assert state["epoch"] in (1, 2)  # the last complete checkpoint
     subprocess.run(train_cmd(crashed, 3), env=env, check=True, capture_output=True, timeout=600)
-    a = torch.load(ref / "checkpoint.pt", weights_only=False); b = torch.load(crashed / "checkpoint.pt", weights_only=False)
+    a = torch.load(ref / "checkpoint.pt", weights_only=False)
+    b = torch.load(crashed / "checkpoint.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
-    for k in a["model"]: assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
     assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
 
 
 def test_ddp_two_processes_match_one_with_double_batch(ms_sample, tmp_path):
     env = {**ENV, "MIMEO_EUROSAT": str(ms_sample)}
     one, two = tmp_path / "h1.json", tmp_path / "h2.json"
-    base = ["--profile", "smoke", "--max-tiles", "120", "--target", "raw+hog", "--variant", "AC", "--precision", "fp32", "--device", "cpu",
-            "--epochs", "2", "--warmup-epochs", "1"]
-    subprocess.run([sys.executable, "-m", "mimeo_nb.train", *base, "--batch-size", "16", "--checkpoint-dir", str(tmp_path / "r1"),
-                    "--history-json", str(one)], env=env, check=True, capture_output=True, timeout=600)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mimeo_nb.train", *base,
-                        "--batch-size", "8", "--checkpoint-dir", str(tmp_path / "r2"), "--history-json", str(two)],
-                       env=env, capture_output=True, timeout=600, text=True)
+    base = [
+        "--profile",
+        "smoke",
+        "--max-tiles",
+        "120",
+        "--target",
+        "raw+hog",
+        "--variant",
+        "AC",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "1",
+    ]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mimeo_nb.train",
+            *base,
+            "--batch-size",
+            "16",
+            "--checkpoint-dir",
+            str(tmp_path / "r1"),
+            "--history-json",
+            str(one),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mimeo_nb.train",
+            *base,
+            "--batch-size",
+            "8",
+            "--checkpoint-dir",
+            str(tmp_path / "r2"),
+            "--history-json",
+            str(two),
+        ],
+        env=env,
+        capture_output=True,
+        timeout=600,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     h1, h2 = json.loads(one.read_text()), json.loads(two.read_text())
     assert len(h1) == len(h2) == 2
@@ -71,20 +157,26 @@ def tiles(ms_sample):
 def test_bad_checkpoints_are_refused_and_kept(tiles, tmp_path):
     cfg = make_config("smoke", epochs=1, device="cpu", target="raw", variant="B")
     pretrain(cfg, tmp_path, PretrainData(cfg, tiles), progress=False)
-    ck = tmp_path / "checkpoint.pt"; before = ck.read_bytes()
+    ck = tmp_path / "checkpoint.pt"
+    before = ck.read_bytes()
     with pytest.raises(ValueError, match=r"another architecture: target='raw' in the checkpoint vs 'hog'.*variant='B'"):
         pretrain(cfg.replace(target="hog", variant="C", epochs=2), tmp_path, PretrainData(cfg, tiles), progress=False)
     with pytest.raises(ValueError, match="preset='vit_tiny_patch8_64' in the checkpoint vs 'vit_small_patch8_64'"):
-        pretrain(cfg.replace(preset="vit_small_patch8_64", epochs=2), tmp_path, PretrainData(cfg, tiles), progress=False)
+        pretrain(
+            cfg.replace(preset="vit_small_patch8_64", epochs=2), tmp_path, PretrainData(cfg, tiles), progress=False
+        )
     assert ck.read_bytes() == before
-    corrupt = tmp_path / "c"; corrupt.mkdir(); (corrupt / "checkpoint.pt").write_bytes(before[: len(before) // 2])
+    corrupt = tmp_path / "c"
+    corrupt.mkdir()
+    (corrupt / "checkpoint.pt").write_bytes(before[: len(before) // 2])
     with pytest.raises(ValueError, match=r"checkpoint .*c/checkpoint.pt' is unreadable"):
         pretrain(cfg, corrupt, PretrainData(cfg, tiles), progress=False)
     assert (corrupt / "checkpoint.pt").read_bytes() == before[: len(before) // 2]
     with pytest.raises(ValueError, match="does not exist"):
         pretrain(cfg, tmp_path / "none", PretrainData(cfg, tiles), resume=True, progress=False)
     (corrupt / "checkpoint.pt").write_bytes(b"")
-    with pytest.raises(ValueError, match="unreadable"): pretrain(cfg, corrupt, PretrainData(cfg, tiles), progress=False)
+    with pytest.raises(ValueError, match="unreadable"):
+        pretrain(cfg, corrupt, PretrainData(cfg, tiles), progress=False)
 
 
 def test_history_and_schedule(tiles, tmp_path):
@@ -93,7 +185,9 @@ def test_history_and_schedule(tiles, tmp_path):
     h = pd.read_csv(tmp_path / "history.csv")
     assert list(h.columns[:3]) == ["epoch", "loss", "raw"] and {"lr", "images_per_s", "seconds"} <= set(h.columns)
     assert list(h.epoch) == [1, 2, 3] and (h.images_per_s > 0).all() and r.final_loss == h.loss.iloc[-1]
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 3  # the last epoch is always checkpointed
+    assert (
+        torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 3
+    )  # the last epoch is always checkpointed
 
 
 def test_batch_larger_than_data(tiles):
