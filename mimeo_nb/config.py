@@ -4,19 +4,76 @@
 
 # %% ../nbs/03a_config.ipynb #36985ce1
 from __future__ import annotations
-import argparse, dataclasses, difflib, hashlib, json, math
+import argparse, dataclasses, difflib, hashlib, json
 from dataclasses import dataclass, field, fields, asdict
 
+from .checks import bad_value, check_choice, check_number, check_numbers
 from .data import NORMALISATIONS
 from .model import PRESETS, TARGETS, variant_settings
 
 # %% auto #0
-__all__ = ['EVALUATIONS', 'PROFILES', 'NOT_IN_ID', 'EVAL_FIELDS', 'Config', 'check_fields', 'make_config', 'repo_root',
-           'results_root', 'default_out_dir', 'pretrain_id', 'run_id', 'unit_label', 'config_parser',
-           'config_from_args']
+__all__ = ['EVALUATIONS', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'NOT_IN_ID', 'EVAL_FIELDS', 'Config',
+           'check_fields', 'make_config', 'repo_root', 'results_root', 'default_out_dir', 'pretrain_id', 'run_id',
+           'unit_label', 'config_parser', 'config_from_args']
 
 # %% ../nbs/03a_config.ipynb #7fae7dc1
 EVALUATIONS = ("linear", "finetune", "knn")
+# the named options of a field (profile: the keys of PROFILES)
+FIELD_CHOICES = dict(
+    pretrain_data=("eurosat", "ssl4eo"),
+    normalisation=NORMALISATIONS,
+    split=("random", "spatial"),
+    preset=PRESETS,
+    target=TARGETS,
+    loss_on=("masked", "all"),
+    hog_gradient=("sobel", "central"),
+    init=("pretrained", "random"),
+    precision=("auto", "bf16", "fp32"),
+    fraction_method=("stratified", "study"),
+    pool=("cls", "mean"),
+    probe_schedule=("constant", "cosine"),
+    ft_recipe=("study", "mae"),
+    ft_head_init=("random", "probe"),
+    probe_method=("lbfgs", "sgd"),
+    ft_epoch_scaling=("none", "sqrt"),
+)
+BIG = 10**6
+# the numeric fields: (low, high, open or closed ends, whole numbers only)
+FIELD_RANGES = dict(
+    seed=(0, 2**63 - 1, "[]", True),
+    mask=(0, 1, "()", False),
+    test_size=(0, 1, "()", False),
+    max_tiles=(0, 10**9, "[]", True),
+    w_raw=(0, 1e6, "[]", False),
+    w_hog=(0, 1e6, "[]", False),
+    epochs=(1, BIG, "[]", True),
+    batch_size=(1, BIG, "[]", True),
+    accum_steps=(1, 10**4, "[]", True),
+    base_lr=(0, 10, "(]", False),
+    weight_decay=(0, 10, "[]", False),
+    warmup_epochs=(0, BIG, "[]", False),
+    clip_grad=(0, 1e6, "[]", False),
+    checkpoint_every=(1, BIG, "[]", True),
+    num_workers=(0, 256, "[]", True),
+    eval_batch=(1, BIG, "[]", True),
+    probe_epochs=(1, BIG, "[]", True),
+    probe_lr=(0, 100, "(]", False),
+    probe_wd=(0, 10, "[]", False),
+    probe_batch=(1, BIG, "[]", True),
+    ft_epochs=(1, BIG, "[]", True),
+    ft_lr=(0, 100, "(]", False),
+    ft_wd=(0, 10, "[]", False),
+    ft_batch=(1, BIG, "[]", True),
+    ft_layer_decay=(0, 1, "(]", False),
+    ft_drop_path=(0, 1, "[)", False),
+    ft_label_smoothing=(0, 1, "[)", False),
+    knn_k=(1, BIG, "[]", True),
+    knn_t=(0, 100, "(]", False),
+    probe_folds=(2, 100, "[]", True),
+    probe_iters=(1, 10**5, "[]", True),
+    ft_val=(0, 0.5, "[]", False),
+    ft_layer_decay_random=(0, 1, "(]", False),
+)
 
 
 @dataclass
@@ -30,9 +87,8 @@ class Config:
     # data
     data_dir: str = ""  # EuroSAT folder ("" = MIMEO_EUROSAT, the sample beside the repository, or EuroSAT100)
     pretrain_data: str = "eurosat"  # eurosat (training split, labels unused) | ssl4eo
-    ssl4eo_dir: str = (
-        ""  # SSL4EO-S12 S2 L1C folder (GeoTIFF release, or packed by mimeo-pack-ssl4eo) when pretrain_data == "ssl4eo"
-    )
+    # SSL4EO-S12 S2 L1C folder (GeoTIFF release, or packed by mimeo-pack-ssl4eo) when pretrain_data == "ssl4eo"
+    ssl4eo_dir: str = ""
     normalisation: str = "scale"  # scale (DN / 10000) | zscore | ssl4eo
     split: str = "random"  # random (stratified 80/20, the study's) | spatial (by longitude)
     test_size: float = 0.2
@@ -72,12 +128,15 @@ class Config:
     probe_wd: float = 0.001
     probe_batch: int = 64
     probe_schedule: str = "constant"  # constant (the study's) | cosine
-    ft_recipe: str = "study"  # study (SGD) | mae (AdamW, layer decay, drop path, label smoothing)
+    ft_recipe: str = "study"  # study (SGD) | mae (AdamW, layer decay, label smoothing)
     ft_epochs: int = 50
     ft_lr: float = 0.01
     ft_wd: float = 0.001
     ft_batch: int = 64
     ft_layer_decay: float = 0.75
+    # not applied: the encoders are built with timm's drop_path_rate=0, which makes every DropPath an Identity (kept so
+    # that
+    # the study's runs stay comparable; see the evaluation chapter)
     ft_drop_path: float = 0.1
     ft_label_smoothing: float = 0.1
     ft_head_init: str = "random"  # random (the study's) | probe (LP-FT: start from the linear probe's head)
@@ -85,146 +144,41 @@ class Config:
     knn_t: float = 0.07
     # lbfgs (logistic regression to convergence, weight decay chosen by cross-validation) | sgd (the study's)
     probe_method: str = "lbfgs"
-    probe_wds: list = field(
-        default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
-    )  # weight decays the lbfgs probe chooses from
+    # weight decays the lbfgs probe chooses from
+    probe_wds: list = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
     probe_folds: int = 5  # cross-validation folds on the labelled tiles that choose the probe's weight decay
     probe_iters: int = 300  # L-BFGS iterations (at most) per fit
-    ft_val: float = (
-        0.1  # share of the labelled tiles held out to choose the epoch (and the lr from ft_lrs); 0: final epoch
-    )
-    ft_lrs: list = field(
-        default_factory=list
-    )  # fine-tuning learning rates to choose from on the validation tiles (empty: ft_lr)
-    ft_epoch_scaling: str = (
-        "none"  # none | sqrt: at label fraction f, round(ft_epochs / sqrt(f)) epochs (steps grow as sqrt(f))
-    )
-    ft_layer_decay_random: float = (
-        1.0  # layer decay when fine-tuning random weights (supervised baseline; 1 = none, as DeiT)
-    )
+    # share of the labelled tiles held out to choose the epoch (and the lr from ft_lrs); 0: final epoch
+    ft_val: float = 0.1
+    # fine-tuning learning rates to choose from on the validation tiles (empty: ft_lr)
+    ft_lrs: list = field(default_factory=list)
+    # none | sqrt: at label fraction f, round(ft_epochs / sqrt(f)) epochs (steps grow as sqrt(f))
+    ft_epoch_scaling: str = "none"
+    # layer decay when fine-tuning random weights (supervised baseline; 1 = none, as DeiT)
+    ft_layer_decay_random: float = 1.0
 
     def validate(self) -> "Config":
         "Check every field; raise `ValueError` naming the field, the value and what is allowed."
-
-        def bad(name, allowed):
-            raise ValueError(f"{name}={getattr(self, name)!r}; allowed: {allowed}")
-
-        def choice(name, options):
-            if getattr(self, name) not in options:
-                bad(name, list(options))
-
-        def number(name, lo, hi, lo_open=False, hi_open=False, integer=False):
-            v = getattr(self, name)
-            ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-            ok = (
-                ok
-                and not isinstance(v, bool)
-                and math.isfinite(v)
-                and (v > lo if lo_open else v >= lo)
-                and (v < hi if hi_open else v <= hi)
-            )
-            if not ok:
-                bad(
-                    name,
-                    f"{'an integer' if integer else 'a number'} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}",
-                )
-
-        choice("profile", PROFILES)
-        choice("pretrain_data", ("eurosat", "ssl4eo"))
-        choice("normalisation", NORMALISATIONS)
-        choice("split", ("random", "spatial"))
-        choice("preset", PRESETS)
-        choice("target", TARGETS)
-        choice("loss_on", ("masked", "all"))
-        choice("hog_gradient", ("sobel", "central"))
-        choice("init", ("pretrained", "random"))
-        choice("precision", ("auto", "bf16", "fp32"))
-        choice("fraction_method", ("stratified", "study"))
-        choice("pool", ("cls", "mean"))
-        choice("probe_schedule", ("constant", "cosine"))
-        choice("ft_recipe", ("study", "mae"))
-        choice("ft_head_init", ("random", "probe"))
-        choice("probe_method", ("lbfgs", "sgd"))
-        choice("ft_epoch_scaling", ("none", "sqrt"))
+        for name, options in {"profile": PROFILES, **FIELD_CHOICES}.items():
+            check_choice(name, getattr(self, name), options)
         if not (
             self.device in ("auto", "cpu", "cuda") or (isinstance(self.device, str) and self.device.startswith("cuda:"))
         ):
-            bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+            raise bad_value("device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
         for name in ("compile", "augment"):
             if not isinstance(getattr(self, name), bool):
-                bad(name, "True or False")
-        try:
-            variant_settings(self.target, self.variant)
-        except ValueError as e:
-            raise ValueError(str(e)) from None
-        number("seed", 0, 2**63 - 1, integer=True)
-        number("mask", 0, 1, lo_open=True, hi_open=True)
-        number("test_size", 0, 1, lo_open=True, hi_open=True)
-        number("max_tiles", 0, 10**9, integer=True)
-        number("w_raw", 0, 1e6)
-        number("w_hog", 0, 1e6)
-        number("epochs", 1, 10**6, integer=True)
-        number("batch_size", 1, 10**6, integer=True)
-        number("accum_steps", 1, 10**4, integer=True)
-        number("base_lr", 0, 10, lo_open=True)
-        number("weight_decay", 0, 10)
-        number("warmup_epochs", 0, 10**6)
-        number("clip_grad", 0, 1e6)
-        number("checkpoint_every", 1, 10**6, integer=True)
-        number("num_workers", 0, 256, integer=True)
-        number("eval_batch", 1, 10**6, integer=True)
-        number("probe_epochs", 1, 10**6, integer=True)
-        number("probe_lr", 0, 100, lo_open=True)
-        number("probe_wd", 0, 10)
-        number("probe_batch", 1, 10**6, integer=True)
-        number("ft_epochs", 1, 10**6, integer=True)
-        number("ft_lr", 0, 100, lo_open=True)
-        number("ft_wd", 0, 10)
-        number("ft_batch", 1, 10**6, integer=True)
-        number("ft_layer_decay", 0, 1, lo_open=True)
-        number("ft_drop_path", 0, 1, hi_open=True)
-        number("ft_label_smoothing", 0, 1, hi_open=True)
-        number("knn_k", 1, 10**6, integer=True)
-        number("knn_t", 0, 100, lo_open=True)
-        number("probe_folds", 2, 100, integer=True)
-        number("probe_iters", 1, 10**5, integer=True)
-        number("ft_val", 0, 0.5)
-        number("ft_layer_decay_random", 0, 1, lo_open=True)
-
-        def numbers(name, lo, lo_open, empty_ok):
-            v = getattr(self, name)
-            ok = (
-                isinstance(v, (list, tuple))
-                and (empty_ok or len(v) > 0)
-                and all(
-                    isinstance(x, (int, float))
-                    and not isinstance(x, bool)
-                    and math.isfinite(x)
-                    and (x > lo if lo_open else x >= lo)
-                    for x in v
-                )
-            )
-            if not ok:
-                bad(name, f"a {'' if empty_ok else 'non-empty '}list of numbers {'>' if lo_open else '>='} {lo}")
-
-        numbers("probe_wds", 0, False, False)
-        numbers("ft_lrs", 0, True, True)
+                raise bad_value(name, getattr(self, name), "True or False")
+        variant_settings(self.target, self.variant)
+        for name, (low, high, bounds, integer) in FIELD_RANGES.items():
+            check_number(name, getattr(self, name), low, high, bounds, integer)
+        check_numbers("probe_wds", self.probe_wds, 0)
+        check_numbers("ft_lrs", self.ft_lrs, 0, bounds="(]", empty_ok=True)
         if not (isinstance(self.evaluations, (list, tuple)) and set(self.evaluations) <= set(EVALUATIONS)):
-            bad("evaluations", f"a list drawn from {list(EVALUATIONS)}")
-        if not (
-            isinstance(self.fractions, (list, tuple))
-            and self.fractions
-            and all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in self.fractions)
-        ):
-            bad("fractions", "a non-empty list of numbers in (0, 1]")
-        if not (
-            isinstance(self.seeds, (list, tuple))
-            and self.seeds
-            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds)
-        ):
-            bad("seeds", "a non-empty list of non-negative integers")
+            raise bad_value("evaluations", self.evaluations, f"a list drawn from {list(EVALUATIONS)}")
+        check_numbers("fractions", self.fractions, 0, 1, "(]")
+        check_numbers("seeds", self.seeds, 0, integer=True)
         if self.pretrain_data == "ssl4eo" and self.init == "pretrained" and not self.ssl4eo_dir:
-            bad("ssl4eo_dir", "a folder when pretrain_data='ssl4eo'")
+            raise bad_value("ssl4eo_dir", self.ssl4eo_dir, "a folder when pretrain_data='ssl4eo'")
         return self
 
     def replace(self, **overrides) -> "Config":

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #20d3078d
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile, time, urllib.error, urllib.parse, urllib.request, warnings, zipfile
+import hashlib, json, os, shutil, tempfile, urllib.error, urllib.parse, urllib.request, warnings, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence

@@ -17,6 +17,7 @@ __all__ = ['CHAPTER_FIGURES', 'SITE_EXTRA', 'WIDGET', 'strip_volatile', 'check_c
 
 # %% ../nbs/08_docs.ipynb #c3bfd583
 CHAPTER_FIGURES = {
+    "00_checks": 0,
     "00_data": 3,
     "00a_pack": 1,
     "01_hog": 2,
@@ -28,7 +29,9 @@ CHAPTER_FIGURES = {
     "05a_stats": 0,
     "06_plots": 1,
     "07_study": 0,
+    "07a_report": 0,
     "08_docs": 0,
+    "09_bench": 0,
     "index": 0,
 }
 SITE_EXTRA = ("run", "report", "bench")  # rendered on the site as they are committed (driver notebooks, no outputs)

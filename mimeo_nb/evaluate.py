@@ -15,7 +15,7 @@ from torch import nn
 from .config import Config
 from .data import TileSet, BandNormalize, progress_bar, label_fraction, atomic_write_text, _atomic_write_bytes
 from .masking import keyed_uniform
-from .train import lr_at, model_from_config, resolve_device, resolve_precision
+from .train import lr_at, resolve_device, resolve_precision
 
 # %% auto #0
 __all__ = ['STRATEGY_NAMES', 'prepare', 'pool_tokens', 'check_bands', 'encoder_features', 'FeatureCache', 'linear_head',
@@ -343,7 +343,7 @@ def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
 def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
     if cfg.ft_recipe == "study":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.ft_wd)
-    from timm.optim._param_groups import param_groups_layer_decay
+    from timm.optim import param_groups_layer_decay
 
     decay = cfg.ft_layer_decay if cfg.init == "pretrained" else cfg.ft_layer_decay_random
     groups = param_groups_layer_decay(model.encoder, weight_decay=cfg.ft_wd, layer_decay=decay)
@@ -402,10 +402,6 @@ def _finetune_one(
     import copy
 
     torch.manual_seed(seed)
-    if cfg.ft_recipe == "mae":
-        for m in encoder.modules():
-            if m.__class__.__name__ == "DropPath":
-                m.drop_prob = cfg.ft_drop_path
     model = Classifier(encoder, len(tiles.classes), cfg.pool).to(device)
     img_size = encoder.patch_embed.img_size[0]
     if cfg.ft_head_init == "probe":

@@ -4,26 +4,22 @@
 
 # %% ../nbs/01_hog.ipynb #29dbb91e
 from __future__ import annotations
-import math, time
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import bad_value, check_choice, check_int, check_number
+
 # %% auto #0
 __all__ = ['GRADIENTS', 'BINNINGS', 'check_images', 'check_hog_options', 'image_gradients', 'gaussian_window_weights', 'hog',
-           'HOG', 'hog_reference', 'cells_to_patches', 'hog_glyphs', 'plot_hog_explained', 'bench_hog']
+           'HOG', 'hog_reference', 'cells_to_patches', 'hog_glyphs', 'plot_hog_explained']
 
 # %% ../nbs/01_hog.ipynb #cd7ff61d
 GRADIENTS = ("central", "sobel")  # scikit-image's central difference; MaskFeat's Sobel with reflect padding
 BINNINGS = ("hard", "linear")  # scikit-image's hard votes; linear interpolation between neighbouring bin centres
-
-
-def _check_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}={value!r} is not allowed: expected an integer >= {low}")
-    return int(value)
 
 
 def check_images(x, name: str = "x") -> torch.Tensor:
@@ -49,15 +45,12 @@ def check_hog_options(
     eps: float = 1e-5,
 ) -> None:
     "`ValueError` naming the first HOG option that is out of range."
-    _check_int("bins", bins)
-    _check_int("cell", cell)
-    _check_int("gaussian_window", gaussian_window, 0)
-    if gradient not in GRADIENTS:
-        raise ValueError(f"gradient={gradient!r} is not allowed: expected one of {GRADIENTS}")
-    if binning not in BINNINGS:
-        raise ValueError(f"binning={binning!r} is not allowed: expected one of {BINNINGS}")
-    if not (isinstance(eps, (int, float)) and eps >= 0):
-        raise ValueError(f"eps={eps!r} is not allowed: expected a number >= 0")
+    check_int("bins", bins)
+    check_int("cell", cell)
+    check_int("gaussian_window", gaussian_window, 0)
+    check_choice("gradient", gradient, GRADIENTS)
+    check_choice("binning", binning, BINNINGS)
+    check_number("eps", eps, 0)
 
 
 def _check_divides(name: str, value: int, H: int, W: int, what: str = "image") -> None:
@@ -72,7 +65,7 @@ def image_gradients(x: torch.Tensor, method: str = "central") -> tuple:
     "Per-band gradients `(g_row, g_col)`, each `[B, C, H, W]`, of `x` `[B, C, H, W]` by central difference or Sobel."
     check_images(x)
     if method not in GRADIENTS:
-        raise ValueError(f"gradient={method!r} is not allowed: expected one of {GRADIENTS}")
+        raise bad_value("gradient", method, list(GRADIENTS))
     return _gradients_into(x, method, torch.empty_like(x), torch.empty_like(x))
 
 
@@ -104,7 +97,7 @@ def _gradients_into(x: torch.Tensor, method: str, g_row: torch.Tensor, g_col: to
 # %% ../nbs/01_hog.ipynb #55492546
 def gaussian_window_weights(window: int, H: int, W: int, dtype=torch.float32, device=None) -> torch.Tensor:
     "MaskFeat's Gaussian weights `[H, W]`: a `window`-square kernel (std `window // 2`, sum 1) tiled over the image."
-    window = _check_int("gaussian_window", window)
+    window = check_int("gaussian_window", window)
     _check_divides("gaussian_window", window, H, W)
     n = torch.arange(window, dtype=torch.float64)
     g = torch.exp(-0.5 * ((n - n.mean()) / max(window // 2, 1)) ** 2)
@@ -135,7 +128,7 @@ def hog(
     B, C, H, W = x.shape
     _check_divides("cell", cell, H, W)
     if chunk is not None:
-        _check_int("chunk", chunk)
+        check_int("chunk", chunk)
     out_dtype, dev = x.dtype, x.device
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
@@ -264,7 +257,7 @@ def cells_to_patches(h: torch.Tensor, patch: int, cell: int = 8) -> torch.Tensor
             "h must be a 5-D HOG tensor [B, C, H/cell, W/cell, bins]; "
             f"got {tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__}"
         )
-    patch, cell = _check_int("patch", patch), _check_int("cell", cell)
+    patch, cell = check_int("patch", patch), check_int("cell", cell)
     if patch % cell:
         raise ValueError(f"cell={cell} does not divide patch={patch}: allowed are divisors of {patch}")
     B, C, Hc, Wc, bins = h.shape
@@ -339,64 +332,3 @@ def plot_hog_explained(tile, cell: int = 8, bins: int = 9, gradient: str = "cent
     fig.suptitle(title or f"HOG explained ({gradient} gradients)")
     fig.tight_layout()
     return fig
-
-# %% ../nbs/01_hog.ipynb #a4c0c4a9
-def bench_hog(
-    images_uint16,
-    batch: int = 256,
-    repeats: int = 3,
-    skimage_images: int = 32,
-    threads: int | None = 2,
-    scale: float = 10000.0,
-) -> dict:
-    """Images/s of the torch HOG (CPU, `batch` x 13 x 64 x 64 float32, normalised) and of scikit-image, their ratio, and
-    the parity error."""
-    batch, repeats, skimage_images = (
-        _check_int("batch", batch),
-        _check_int("repeats", repeats),
-        _check_int("skimage_images", skimage_images),
-    )
-    a = np.asarray(images_uint16)
-    if a.ndim != 4 or len(a) == 0:
-        raise ValueError(f"images_uint16 must be [N, C, H, W] with N >= 1; got shape {a.shape}")
-    sel = np.arange(batch) % len(a)  # repeat tiles if the set is smaller than the batch
-    x64 = torch.from_numpy(a[sel].astype(np.float64)) / scale
-    x32 = x64.float()
-    sub = x64[: min(skimage_images, batch)].numpy()
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-
-        def best(f):
-            f()
-            ts = []  # one warm-up call
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                f()
-                ts.append(time.perf_counter() - t0)
-            return min(ts)
-
-        t_torch = best(lambda: hog(x32))
-        t_sk = best(lambda: hog_reference(sub))
-        ref = torch.from_numpy(hog_reference(sub))
-        err64 = (hog(x64[: len(sub)]) - ref).abs().max().item()
-        err32 = (hog(x32[: len(sub)]).double() - ref).abs().max().item()
-        n_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old_threads)
-    torch_ips, sk_ips = batch / t_torch, len(sub) / t_sk
-    return dict(
-        torch_images_per_s=torch_ips,
-        skimage_images_per_s=sk_ips,
-        speedup=torch_ips / sk_ips,
-        parity_max_abs_float64=err64,
-        parity_max_abs_float32=err32,
-        batch=batch,
-        skimage_images=len(sub),
-        shape=tuple(x32.shape[1:]),
-        repeats=repeats,
-        threads=n_threads,
-        device="cpu",
-        torch_version=torch.__version__,
-    )

@@ -9,33 +9,15 @@ import math
 import numpy as np
 import torch
 
+from .checks import bad_value, check_int, check_ratio
+
 # %% auto #0
-__all__ = ['check_ratio', 'num_visible', 'random_masking', 'splitmix64', 'keyed_uniform', 'block_masking', 'plot_masks']
+__all__ = ['num_visible', 'random_masking', 'splitmix64', 'keyed_uniform', 'block_masking', 'plot_masks']
 
 # %% ../nbs/02_masking.ipynb #ed12d2a3
-def _check_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name}={value!r} is not allowed: expected an integer >= {low}")
-    return int(value)
-
-
-def check_ratio(ratio) -> float:
-    "`ratio` as a float if it lies strictly between 0 and 1, else `ValueError`."
-    if (
-        isinstance(ratio, bool)
-        or not isinstance(ratio, (int, float, np.floating))
-        or not math.isfinite(ratio)
-        or not 0 < ratio < 1
-    ):
-        raise ValueError(
-            f"ratio={ratio!r} is outside (0, 1): the share of patches to mask must be strictly between 0 and 1"
-        )
-    return float(ratio)
-
-
 def num_visible(L: int, ratio: float) -> int:
     "Patches kept visible out of `L` at masking `ratio`: MAE's `int(L * (1 - ratio))`, the visible count rounded down."
-    L, ratio = _check_int("L", L), check_ratio(ratio)
+    L, ratio = check_int("L", L), check_ratio(ratio)
     keep = int(L * (1 - ratio))
     if keep < 1:
         raise ValueError(
@@ -112,7 +94,7 @@ def _mix64(z: torch.Tensor) -> torch.Tensor:
 def _key(seed: int, epoch: int, stream: int) -> int:
     for name, v in (("seed", seed), ("epoch", epoch), ("stream", stream)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"{name}={v!r} is not allowed: expected an integer")
+            raise bad_value(name, v, "an integer")
     return splitmix64(splitmix64(splitmix64(int(seed) & _M64) ^ (int(epoch) & _M64)) ^ (int(stream) & _M64))
 
 
@@ -134,9 +116,9 @@ def keyed_uniform(
             else type(sample_ids).__name__
         )
         raise ValueError(f"sample_ids must be a 1-D integer tensor [B] of sample indices; got {got}")
-    n = _check_int("n", n, 0)
+    n = check_int("n", n, 0)
     if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype={dtype} is not allowed: expected torch.float32 or torch.float64")
+        raise bad_value("dtype", dtype, "torch.float32 or torch.float64")
     dev = sample_ids.device
     state = _mix64(sample_ids.to(torch.long) * _signed(_GOLDEN) + _signed(_key(seed, epoch, stream)))  # [B]
     z = _mix64(state[:, None] + torch.arange(1, n + 1, device=dev, dtype=torch.long) * _signed(_GOLDEN))  # [B, n]
@@ -160,12 +142,12 @@ def block_masking(
         if side * side != L:
             raise ValueError(f"grid=None needs a square number of patches; got L={L}: pass grid=(rows, cols)")
         grid = (side, side)
-    gh, gw = (_check_int("grid rows", grid[0]), _check_int("grid cols", grid[1])) if len(grid) == 2 else (0, 0)
+    gh, gw = (check_int("grid rows", grid[0]), check_int("grid cols", grid[1])) if len(grid) == 2 else (0, 0)
     if gh * gw != L:
         raise ValueError(
             f"grid={tuple(grid)} does not hold L={L} patches: allowed are (rows, cols) with rows * cols = {L}"
         )
-    block = _check_int("block", block)
+    block = check_int("block", block)
     num_visible(L, ratio)
     u = _noise(noise, (B, L + 2), x, generator).to(torch.float64)
     dev = x.device
@@ -202,15 +184,13 @@ def plot_masks(
     if a.ndim == 3 and a.shape[-1] == 1:
         a = np.repeat(a, 3, -1)
     H, W = a.shape[:2]
-    patch = _check_int("patch", patch)
+    patch = check_int("patch", patch)
     if H % patch or W % patch:
         raise ValueError(f"patch={patch} does not divide the image ({H}x{W} px)")
     gh, gw = H // patch, W // patch
     unknown = [m for m in methods if m not in ("random", "block")]
     if unknown or not methods:
-        raise ValueError(
-            f"methods={tuple(methods)!r} is not allowed: expected a non-empty subset of ('random', 'block')"
-        )
+        raise ValueError(f"methods={tuple(methods)!r}; allowed: a non-empty subset of ('random', 'block')")
     for ratio in ratios:
         num_visible(gh * gw, ratio)
     tokens = torch.zeros(1, gh * gw, 1)

@@ -14,14 +14,16 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from .data import BAND_NAMES, rgb_composite, rgb_indices, _atomic_write_bytes
+from .checks import check_choice, check_int, check_ratio
+
+from .data import BAND_NAMES, rgb_indices, _atomic_write_bytes
 from .hog import HOG, cells_to_patches, hog_glyphs
 from .masking import random_masking
 
 # %% auto #0
-__all__ = ['PRESETS', 'TARGETS', 'VARIANTS', 'variant_settings', 'sincos_pos_embed', 'patch_standardise', 'MaskedAutoencoder',
-           'overfit', 'encoder_kwargs', 'export_encoder', 'load_encoder', 'reconstruct', 'plot_reconstruction',
-           'pretext_quality']
+__all__ = ['PRESETS', 'TARGETS', 'VARIANTS', 'variant_settings', 'sincos_pos_embed', 'patch_standardise', 'model_geometry',
+           'MaskedAutoencoder', 'overfit', 'encoder_kwargs', 'export_encoder', 'load_encoder', 'reconstruct',
+           'plot_reconstruction', 'pretext_quality']
 
 # %% ../nbs/03_model.ipynb #34439a07
 PRESETS = {
@@ -80,7 +82,10 @@ def variant_settings(target: str, variant: str) -> dict:
 
 # %% ../nbs/03_model.ipynb #a10aea54
 def sincos_pos_embed(dim: int, grid: int, cls_token: bool = True) -> torch.Tensor:
-    "2-D sine-cosine position embeddings `[1, (1 +) grid*grid, dim]` (MAE's), row-major patch order."
+    """2-D sine-cosine position embeddings `[1, (1 +) grid*grid, dim]`, row-major patch order: the first half of the
+    channels encodes the patch row, the second half the column, each as `[sin(pos * omega), cos(pos * omega)]` with
+    MAE's frequencies `omega_k = 10000 ** (-k / (dim / 4))`. MAE's `get_2d_sincos_pos_embed` puts the column half first:
+    the same embedding up to that fixed swap of the two halves."""
     if dim % 4:
         raise ValueError(f"embedding dim={dim} must be divisible by 4 for 2-D sine-cosine embeddings")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4.0))
@@ -104,6 +109,23 @@ def patch_standardise(t):
     return (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
 
 # %% ../nbs/03_model.ipynb #a0563284
+def model_geometry(preset: str, target: str, img_size: int | None, patch_size: int | None, hog_cell: int) -> dict:
+    """The settings of `preset` with `img_size` / `patch_size` when given; `ValueError` where patches or HOG cells donot
+    fit."""
+    p = dict(PRESETS[check_choice("preset", preset, PRESETS)])
+    p["img_size"] = img_size or p["img_size"]
+    p["patch_size"] = patch_size or p["patch_size"]
+    if p["img_size"] % p["patch_size"]:
+        raise ValueError(
+            f"patch_size={p['patch_size']} does not divide img_size={p['img_size']}; allowed: a divisor of img_size"
+        )
+    if target != "raw" and p["patch_size"] % hog_cell:
+        raise ValueError(
+            f"hog_cell={hog_cell} does not divide patch_size={p['patch_size']}; allowed: a divisor of patch_size"
+        )
+    return p
+
+
 class MaskedAutoencoder(nn.Module):
     "MAE with a timm ViT encoder, a light decoder and RAW / HOG / RAW+HOG prediction heads."
 
@@ -125,33 +147,11 @@ class MaskedAutoencoder(nn.Module):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        if preset not in PRESETS:
-            raise ValueError(f"preset={preset!r}; allowed: {list(PRESETS)}")
-        if loss_on not in ("masked", "all"):
-            raise ValueError(f"loss_on={loss_on!r}; allowed: 'masked', 'all'")
-        if not (isinstance(in_chans, int) and in_chans >= 1):
-            raise ValueError(f"in_chans={in_chans!r}; allowed: a positive integer")
-        if not 0 < mask_ratio < 1:
-            raise ValueError(f"mask_ratio={mask_ratio!r}; allowed: a number in (0, 1)")
-        p = dict(PRESETS[preset])
-        p["img_size"] = img_size or p["img_size"]
-        p["patch_size"] = patch_size or p["patch_size"]
-        if p["img_size"] % p["patch_size"]:
-            raise ValueError(
-                f"patch_size={p['patch_size']} does not divide img_size={p['img_size']}; allowed: a divisor of img_size"
-            )
+        p = model_geometry(preset, target, img_size, patch_size, hog_cell)
+        check_choice("loss_on", loss_on, ("masked", "all"))
         self.flags = variant_settings(target, variant)
-        if target != "raw" and p["patch_size"] % hog_cell:
-            raise ValueError(
-                f"hog_cell={hog_cell} does not divide patch_size={p['patch_size']}; allowed: a divisor of patch_size"
-            )
-        self.preset, self.target, self.variant, self.in_chans, self.mask_ratio = (
-            preset,
-            target,
-            variant,
-            in_chans,
-            mask_ratio,
-        )
+        self.preset, self.target, self.variant = preset, target, variant
+        self.in_chans, self.mask_ratio = check_int("in_chans", in_chans), check_ratio(mask_ratio, "mask_ratio")
         self.arch, self.img_size, self.patch_size, self.loss_on = p["arch"], p["img_size"], p["patch_size"], loss_on
         self.w_raw, self.w_hog, self.hog_cell = w_raw, w_hog, hog_cell
         self.grid = self.img_size // self.patch_size
@@ -165,10 +165,14 @@ class MaskedAutoencoder(nn.Module):
             patch_size=self.patch_size,
             drop_path_rate=drop_path,
         )
-        D, Dd = p["embed_dim"], p["decoder_dim"]
-        self.encoder.pos_embed.data.copy_(sincos_pos_embed(D, self.grid))
+        self.encoder.pos_embed.data.copy_(sincos_pos_embed(p["embed_dim"], self.grid))
         self.encoder.pos_embed.requires_grad_(False)
-        # decoder
+        self._build_decoder(p, hog_bins, hog_gradient)
+        self._init_weights()
+
+    def _build_decoder(self, p: dict, hog_bins: int, hog_gradient: str):
+        "The decoder of preset settings `p` and one linear head per target (created in this order: it fixes the init)."
+        D, Dd = p["embed_dim"], p["decoder_dim"]
         self.decoder_embed = nn.Linear(D, Dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
         self.register_buffer("decoder_pos_embed", sincos_pos_embed(Dd, self.grid))
@@ -177,12 +181,13 @@ class MaskedAutoencoder(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(Dd)
         self.heads = nn.ModuleDict()
-        if "raw" in target:
-            self.heads["raw"] = nn.Linear(Dd, self.patch_size**2 * in_chans)
-        if "hog" in target:
-            self.hog = HOG(cell=hog_cell, bins=hog_bins, gradient=hog_gradient, normalize=self.flags["hog_cell_norm"])
-            self.heads["hog"] = nn.Linear(Dd, in_chans * (self.patch_size // hog_cell) ** 2 * hog_bins)
-        self._init_weights()
+        if "raw" in self.target:
+            self.heads["raw"] = nn.Linear(Dd, self.patch_size**2 * self.in_chans)
+        if "hog" in self.target:
+            self.hog = HOG(
+                cell=self.hog_cell, bins=hog_bins, gradient=hog_gradient, normalize=self.flags["hog_cell_norm"]
+            )
+            self.heads["hog"] = nn.Linear(Dd, self.in_chans * (self.patch_size // self.hog_cell) ** 2 * hog_bins)
 
     def _init_weights(self):
         "MAE's initialisation: xavier-uniform linears (patch embedding as a linear), small normal tokens."

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import band_table
-
 # %% auto #0
 __all__ = ['CLASSES', 'FRACTIONS', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS',
            'MAIN_ROWS', 'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs',

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 import mimeo_nb
-from .config import Config, make_config, run_id, pretrain_id, unit_label, EVALUATIONS, PROFILES, config_parser
-from .config import config_from_args, check_fields, repo_root, default_out_dir, results_root
+from .config import Config, make_config, run_id, pretrain_id, PROFILES
+from .config import check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
 from .plots import sweep_wall_seconds

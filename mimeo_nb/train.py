@@ -5,6 +5,7 @@
 # %% ../nbs/04_train.ipynb #0ba1e398
 from __future__ import annotations
 import csv, ctypes, hashlib, io, json, math, os, sys, time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .config import Config, make_config, pretrain_id, config_parser, config_from_args, default_out_dir
+from .config import Config, pretrain_id, config_parser, config_from_args, default_out_dir
 from .data import BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo
-from .data import sample_generator, split_indices, spatial_split, atomic_write_text, _atomic_write_bytes
+from .data import split_indices, spatial_split, atomic_write_text, _atomic_write_bytes
+from .checks import check_choice
 from .masking import keyed_uniform
 from .pack import PackedSSL4EO, packed_loader, rank_batches
 from .model import MaskedAutoencoder, export_encoder
@@ -23,8 +25,9 @@ from .model import MaskedAutoencoder, export_encoder
 # %% auto #0
 __all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'CPU_HEAP_SETTINGS', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'Dist',
            'setup_distributed', 'PretrainData', 'checkpoint_dir', 'make_split', 'augment', 'param_groups', 'lr_at',
-           'save_checkpoint', 'load_checkpoint', 'limit_cpu_heap', 'check_cpu_heap', 'cpu_heap_setting',
-           'PretrainResult', 'model_from_config', 'pretrain', 'matmul_peak', 'throughput', 'main']
+           'save_checkpoint', 'load_checkpoint', 'limit_cpu_heap', 'cpu_heap_setting', 'model_from_config', 'Engine',
+           'setup_pretraining', 'resume_pretraining', 'wrap_model', 'train_step', 'train_one_epoch', 'end_epoch',
+           'export_pretrained', 'deterministic_algorithms', 'PretrainResult', 'pretrain', 'main']
 
 # %% ../nbs/04_train.ipynb #e9fe4892
 def resolve_device(name: str = "auto") -> torch.device:
@@ -234,7 +237,6 @@ def save_checkpoint(path, model, optimizer, epoch: int, step: int, history: list
         config=cfg.to_dict(),
         rng=dict(
             torch=torch.get_rng_state(),
-            numpy=np.random.get_state(),
             cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         ),
     )
@@ -288,32 +290,12 @@ def limit_cpu_heap(threshold: int = 128 * 1024) -> bool:
 CPU_HEAP_SETTINGS = ("default", "limit")
 
 
-def check_cpu_heap(name: str, value: str) -> str:
-    "`value` if it is one of `CPU_HEAP_SETTINGS`, else a `ValueError` naming `name`."
-    if value not in CPU_HEAP_SETTINGS:
-        raise ValueError(f"{name}={value!r}; allowed: {', '.join(map(repr, CPU_HEAP_SETTINGS))}")
-    return value
-
-
 def cpu_heap_setting() -> str:
     """`MIMEO_CPU_HEAP`: 'default' (unset) leaves glibc's allocator alone, 'limit' has `pretrain` call `limit_cpu_heap`
     on CPU."""
-    return check_cpu_heap("MIMEO_CPU_HEAP", os.environ.get("MIMEO_CPU_HEAP", "default"))
+    return check_choice("MIMEO_CPU_HEAP", os.environ.get("MIMEO_CPU_HEAP", "default"), CPU_HEAP_SETTINGS)
 
-# %% ../nbs/04_train.ipynb #27c17f93
-@dataclass
-class PretrainResult:
-    "What `pretrain` returns."
-
-    model: MaskedAutoencoder
-    history: list  # one dict per epoch
-    final_loss: float
-    checkpoint: Path | None
-    encoder: Path | None
-    normalize: BandNormalize
-    seconds: float
-
-
+# %% ../nbs/04_train.ipynb #308d7ef1
 def model_from_config(cfg: Config, in_chans: int) -> MaskedAutoencoder:
     "The `MaskedAutoencoder` `cfg` describes."
     return MaskedAutoencoder(
@@ -328,7 +310,130 @@ def model_from_config(cfg: Config, in_chans: int) -> MaskedAutoencoder:
         hog_gradient=cfg.hog_gradient,
     )
 
+# %% ../nbs/04_train.ipynb #d2d98421
+@dataclass
+class Engine:
+    "What every step of one pre-training uses."
 
+    data: PretrainData
+    model: MaskedAutoencoder
+    opt: torch.optim.Optimizer
+    normalize: BandNormalize
+    device: torch.device
+    dd: Dist
+    amp: dict  # torch.autocast arguments
+    lr: float  # the peak learning rate: base_lr x effective batch / 256
+    eff_batch: int  # tiles per optimiser step: batch_size x processes x accum_steps
+    steps_per_epoch: int
+    warmup_steps: int
+    total_steps: int
+    net: torch.nn.Module | None = None  # what runs the model: itself, or wrapped by DDP / torch.compile
+
+# %% ../nbs/04_train.ipynb #a85eb425
+def setup_pretraining(cfg: Config, data: PretrainData | None = None) -> Engine:
+    "The device, process group, data, seeded model, AdamW and schedule of the pre-training `cfg` describes."
+    device = resolve_device(cfg.device)
+    if device.type == "cpu" and cpu_heap_setting() == "limit":
+        limit_cpu_heap()
+    dd = setup_distributed(device)
+    torch.manual_seed(cfg.seed)  # timm takes no generator: the encoder is initialised from the global one
+    data = data or PretrainData(cfg)
+    model = model_from_config(cfg, data.in_chans).to(device)
+    eff_batch = cfg.batch_size * dd.world * cfg.accum_steps
+    steps = len(data) // eff_batch
+    if steps < 1:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} x {dd.world} process(es) x accum_steps={cfg.accum_steps} "
+            f"= {eff_batch} exceeds the {len(data)} pre-training tiles; use a smaller batch_size"
+        )
+    lr = cfg.base_lr * eff_batch / 256
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
+    amp = dict(
+        device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16"
+    )
+    warmup = int(round(cfg.warmup_epochs * steps))
+    return Engine(
+        data, model, opt, data.normalize.to(device), device, dd, amp, lr, eff_batch, steps, warmup, steps * cfg.epochs
+    )
+
+# %% ../nbs/04_train.ipynb #adbe9864
+def resume_pretraining(eng: Engine, ckpt: Path | None, resume=True) -> tuple[int, int, list]:
+    """`(first epoch, step, history)`: from the checkpoint `ckpt` when `resume` is True (or 'auto' and it exists), else
+    from scratch."""
+    if resume and ckpt is not None and (resume is True or ckpt.exists()):
+        state = load_checkpoint(ckpt, eng.model, eng.opt)
+        torch.set_rng_state(state["rng"]["torch"])
+        return state["epoch"], state["step"], list(state["history"])
+    if resume is True:
+        raise ValueError("cannot resume: no out_dir given")
+    return 0, 0, []
+
+# %% ../nbs/04_train.ipynb #ba9af38b
+def wrap_model(model: torch.nn.Module, cfg: Config, dd: Dist) -> torch.nn.Module:
+    "`model` under DistributedDataParallel when several processes train, compiled when `cfg.compile`."
+    net = torch.nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
+    return torch.compile(net) if cfg.compile else net
+
+# %% ../nbs/04_train.ipynb #f1df8561
+def train_step(eng: Engine, cfg: Config, xs, ids_list: list, epoch: int) -> dict:
+    """One optimiser step over the micro-batches `ids_list` (raw tiles from the iterator `xs`): the global batch's
+    meanlosses."""
+    step_losses = {}
+    for micro, ids in enumerate(ids_list):
+        x = next(xs).to(eng.device, non_blocking=True)
+        x = augment(eng.normalize(x), cfg.seed, epoch, ids, eng.model.img_size, enabled=cfg.augment)
+        noise = keyed_uniform(cfg.seed, epoch, torch.as_tensor(ids, device=eng.device), eng.model.grid**2, stream=1)
+        sync = micro == cfg.accum_steps - 1 or eng.dd.world == 1
+        ctx = eng.net.no_sync() if (not sync and hasattr(eng.net, "no_sync")) else torch.enable_grad()
+        with ctx, torch.autocast(**eng.amp):
+            out = eng.net(x, noise=noise)
+            (out["loss"] / cfg.accum_steps).backward()
+        for k, v in [("loss", out["loss"]), *out["losses"].items()]:
+            step_losses[k] = step_losses.get(k, 0.0) + v.detach().float() / cfg.accum_steps
+    if cfg.clip_grad:
+        torch.nn.utils.clip_grad_norm_(eng.model.parameters(), cfg.clip_grad)
+    eng.opt.step()
+    eng.opt.zero_grad(set_to_none=True)
+    vals = torch.stack(list(step_losses.values()))
+    if eng.dd.world > 1:
+        dist.all_reduce(vals)
+        vals /= eng.dd.world
+    return dict(zip(step_losses, vals.tolist()))
+
+# %% ../nbs/04_train.ipynb #f8738b7b
+def train_one_epoch(eng: Engine, cfg: Config, epoch: int, step: int, progress: bool = True) -> tuple[dict, int]:
+    "This rank's share of `epoch`, from global step `step` on -> (the epoch's history row, the step reached)."
+    eng.model.train()
+    batches = rank_batches(len(eng.data), cfg.batch_size, eng.dd.rank, eng.dd.world, cfg.seed, epoch, cfg.accum_steps)
+    xs = eng.data.batches(batches, epoch, cfg.num_workers, pin_memory=eng.device.type == "cuda")
+    t0, sums, n_img, a = time.time(), {}, 0, cfg.accum_steps
+    show = progress and eng.dd.main
+    bar = progress_bar(
+        range(eng.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False
+    )
+    for it in bar:
+        for g in eng.opt.param_groups:
+            g["lr"] = lr_at(step, eng.total_steps, eng.warmup_steps, eng.lr)
+        losses = train_step(eng, cfg, xs, batches[it * a : (it + 1) * a], epoch)
+        step += 1
+        sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
+        n_img += eng.eff_batch
+        if not math.isfinite(losses["loss"]):
+            raise FloatingPointError(
+                f"loss became {losses['loss']} at epoch {epoch + 1}, step {step}; lower base_lr or enable clip_grad"
+            )
+        bar.set_postfix(
+            loss=f"{losses['loss']:.4g}",
+            lr=f"{eng.opt.param_groups[0]['lr']:.2e}",
+            img_s=f"{n_img / (time.time() - t0):.0f}",
+        )
+    secs = time.time() - t0
+    means = {k: v / eng.steps_per_epoch for k, v in sums.items()}
+    return dict(
+        epoch=epoch + 1, **means, lr=eng.opt.param_groups[0]["lr"], images_per_s=n_img / secs, seconds=secs
+    ), step
+
+# %% ../nbs/04_train.ipynb #6cd83cc1
 def _write_history(path: Path, history: list) -> None:
     if not history:
         return
@@ -338,7 +443,64 @@ def _write_history(path: Path, history: list) -> None:
     w.writerows(history)
     atomic_write_text(path, buf.getvalue())
 
+# %% ../nbs/04_train.ipynb #f36b3b3c
+def end_epoch(eng: Engine, cfg: Config, out_dir: Path | None, history: list, step: int, progress: bool = True) -> None:
+    """Rank 0 after an epoch: checkpoint (every `checkpoint_every` epochs and after the last), `history.csv`, a
+    printedline."""
+    h = history[-1]
+    if not eng.dd.main:
+        return
+    if out_dir is not None:
+        if h["epoch"] % cfg.checkpoint_every == 0 or h["epoch"] == cfg.epochs:
+            save_checkpoint(out_dir / "checkpoint.pt", eng.model, eng.opt, h["epoch"], step, history, cfg)
+        _write_history(out_dir / "history.csv", history)
+    if progress:
+        print(
+            f"epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.4g}, {h['images_per_s']:.0f} img/s, {h['seconds']:.1f} "
+            "s"
+        )
 
+# %% ../nbs/04_train.ipynb #c4e788d3
+def export_pretrained(eng: Engine, out_dir: Path | None, finished_before: bool) -> Path | None:
+    """Rank 0 writes `encoder.safetensors` into `out_dir`. A pre-training that had finished before this call keeps its
+    file: safetensors orders its header anew on every write (same weights, other bytes, another SHA-256), and the
+    SHA-256 keys the cached features and records which weights a run evaluated."""
+    if not eng.dd.main or out_dir is None:
+        return None
+    encoder = out_dir / "encoder.safetensors"
+    if not (finished_before and encoder.is_file()):
+        export_encoder(eng.model, encoder, eng.data.band_names)
+    return encoder
+
+# %% ../nbs/04_train.ipynb #88d35639
+@contextmanager
+def deterministic_algorithms(enabled: bool = True):
+    "Inside: `torch.use_deterministic_algorithms(True)` when `enabled`; the previous setting is restored on exit."
+    before, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if enabled:
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+# %% ../nbs/04_train.ipynb #f48a5693
+@dataclass
+class PretrainResult:
+    "What `pretrain` returns."
+
+    model: MaskedAutoencoder
+    history: list  # one dict per epoch
+    final_loss: float
+    checkpoint: Path | None
+    encoder: Path | None
+    normalize: BandNormalize
+    seconds: float
+
+# %% ../nbs/04_train.ipynb #e2db24de
 def pretrain(
     cfg: Config,
     out_dir=None,
@@ -346,223 +508,26 @@ def pretrain(
     resume="auto",
     progress: bool = True,
     deterministic: bool = False,
-    stop_after_steps: int | None = None,
 ) -> PretrainResult:
     "Pre-train the model `cfg` describes; checkpoints, `history.csv` and `encoder.safetensors` go to `out_dir`."
     cfg = cfg.validate()
-    if resume not in (True, False, "auto"):
-        raise ValueError(f"resume={resume!r}; allowed: True, False, 'auto'")
-    device = resolve_device(cfg.device)
-    if device.type == "cpu" and cpu_heap_setting() == "limit":
-        limit_cpu_heap()
-    dd = setup_distributed(device)
-    if deterministic:
-        torch.use_deterministic_algorithms(True)
-    torch.manual_seed(cfg.seed)
-    data = data or PretrainData(cfg)
-    model = model_from_config(cfg, data.in_chans).to(device)
-    normalize = data.normalize.to(device)
-    eff_batch = cfg.batch_size * dd.world * cfg.accum_steps
-    steps_per_epoch = len(data) // eff_batch
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"batch_size={cfg.batch_size} x {dd.world} process(es) x accum_steps={cfg.accum_steps} "
-            f"= {eff_batch} exceeds the {len(data)} pre-training tiles; use a smaller batch_size"
-        )
-    lr = cfg.base_lr * eff_batch / 256
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=(0.9, 0.95))
+    check_choice("resume", resume, (True, False, "auto"))
     out_dir = Path(out_dir) if out_dir is not None else None
     ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
-    history, start_epoch, step = [], 0, 0
-    if resume and ckpt is not None and (resume is True or ckpt.exists()):
-        state = load_checkpoint(ckpt, model, opt)
-        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-    elif resume is True:
-        raise ValueError("cannot resume: no out_dir given")
-    net = torch.nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
-    if cfg.compile:
-        net = torch.compile(net)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    amp = dict(
-        device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16"
-    )
-    t_run = time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        batches = rank_batches(
-            len(data), cfg.batch_size, dd.rank, dd.world, cfg.seed, epoch, cfg.accum_steps
-        )  # this rank's share
-        xs = data.batches(batches, epoch, cfg.num_workers, pin_memory=device.type == "cuda")
-        t0, sums, n_img = time.time(), {}, 0
-        bar = progress_bar(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not (progress and dd.main),
-            leave=False,
-        )
-        for it in bar:
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total_steps, warmup_steps, lr)
-            step_losses = {}
-            for micro in range(cfg.accum_steps):
-                ids = batches[it * cfg.accum_steps + micro]
-                x = next(xs).to(device, non_blocking=True)
-                x = augment(normalize(x), cfg.seed, epoch, ids, model.img_size, enabled=cfg.augment)
-                noise = keyed_uniform(cfg.seed, epoch, torch.as_tensor(ids, device=device), model.grid**2, stream=1)
-                sync = micro == cfg.accum_steps - 1 or dd.world == 1
-                ctx = net.no_sync() if (not sync and hasattr(net, "no_sync")) else torch.enable_grad()
-                with ctx, torch.autocast(**amp):
-                    out = net(x, noise=noise)
-                    (out["loss"] / cfg.accum_steps).backward()
-                for k, v in [("loss", out["loss"]), *out["losses"].items()]:
-                    step_losses[k] = step_losses.get(k, 0.0) + v.detach().float() / cfg.accum_steps
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            vals = torch.stack(list(step_losses.values()))
-            if dd.world > 1:
-                dist.all_reduce(vals)
-                vals /= dd.world
-            for k, v in zip(step_losses, vals.tolist()):
-                sums[k] = sums.get(k, 0.0) + v
-            n_img += eff_batch
-            if not math.isfinite(vals[0].item()):
-                raise FloatingPointError(
-                    f"loss became {vals[0].item()} at epoch {epoch + 1}, step {step}; lower base_lr or enable clip_grad"
-                )
-            bar.set_postfix(
-                loss=f"{vals[0].item():.4g}",
-                lr=f"{opt.param_groups[0]['lr']:.2e}",
-                img_s=f"{n_img / (time.time() - t0):.0f}",
-            )
-            if stop_after_steps is not None and step >= stop_after_steps:
-                return None  # for tests: stop without checkpointing
-        secs = time.time() - t0
-        history.append(
-            dict(
-                epoch=epoch + 1,
-                **{k: v / steps_per_epoch for k, v in sums.items()},
-                lr=opt.param_groups[0]["lr"],
-                images_per_s=n_img / secs,
-                seconds=secs,
-            )
-        )
-        if dd.main and out_dir is not None:
-            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
-                save_checkpoint(ckpt, model, opt, epoch + 1, step, history, cfg)
-            _write_history(out_dir / "history.csv", history)
-        if progress and dd.main:
-            h = history[-1]
-            print(
-                f"epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.4g}, {h['images_per_s']:.0f} img/s, {secs:.1f} s",
-                flush=True,
-            )
-    encoder = out_dir / "encoder.safetensors" if (dd.main and out_dir is not None) else None
-    # a resumed, finished pre-training keeps its encoder file: safetensors orders its header anew on every write (same
-    # weights, other
-    # bytes, another SHA-256), and the SHA-256 keys the cached features and records which weights a run evaluated
-    if encoder is not None and not (start_epoch == cfg.epochs and encoder.is_file()):
-        export_encoder(model, encoder, data.band_names)
-    if dd.world > 1:
+    with deterministic_algorithms(deterministic):
+        eng = setup_pretraining(cfg, data)
+        start_epoch, step, history = resume_pretraining(eng, ckpt, resume)
+        eng.net = wrap_model(eng.model, cfg, eng.dd)
+        t_run = time.time()
+        for epoch in range(start_epoch, cfg.epochs):
+            row, step = train_one_epoch(eng, cfg, epoch, step, progress)
+            history.append(row)
+            end_epoch(eng, cfg, out_dir, history, step, progress)
+    encoder = export_pretrained(eng, out_dir, finished_before=start_epoch == cfg.epochs)
+    if eng.dd.world > 1:
         dist.barrier()
-    return PretrainResult(
-        model, history, history[-1]["loss"] if history else float("nan"), ckpt, encoder, normalize, time.time() - t_run
-    )
-
-# %% ../nbs/04_train.ipynb #65788720
-def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 2.0, device="cpu") -> float:
-    "Measured GFLOP/s of an `n x n` matrix product in `dtype` on `device`."
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    for _ in range(2):
-        a @ b
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-    t0, k = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        k += 1
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-    return 2 * n**3 * k / (time.perf_counter() - t0) / 1e9
-
-
-def throughput(
-    preset: str = "vit_tiny_patch8_64",
-    target: str = "raw",
-    batch: int = 64,
-    mode: str = "fp32",
-    steps: int = 5,
-    warmup: int = 2,
-    device: str = "cpu",
-    in_chans: int = 13,
-    mask: float = 0.75,
-    heap: str = "default",
-) -> dict:
-    """Images/s, GFLOP per image and peak memory of pre-training steps (`mode`: fp32, bf16, fp32+compile, bf16+compile;
-    `heap`: 'default' leaves glibc's allocator as it is, 'limit' calls `limit_cpu_heap` first)."""
-    import resource
-    from torch.utils.flop_counter import FlopCounterMode
-
-    check_cpu_heap("heap", heap)
-    dev = torch.device(device)
-    torch.manual_seed(0)
-    heap_limited = limit_cpu_heap() if heap == "limit" and dev.type == "cpu" else False
-    variant = {"raw": "A", "hog": "C", "raw+hog": "AC"}[target]
-    model = MaskedAutoencoder(preset, target, variant, in_chans=in_chans, mask_ratio=mask).to(dev)
-    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, betas=(0.9, 0.95))
-    net = torch.compile(model) if "compile" in mode else model
-    x = torch.rand(batch, in_chans, model.img_size, model.img_size, device=dev)
-    amp = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=mode.startswith("bf16"))
-
-    def step():
-        with torch.autocast(**amp):
-            loss = net(x)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    with FlopCounterMode(display=False) as fc:
-        with torch.autocast(**amp):
-            model(x)["loss"].backward()
-    opt.zero_grad(set_to_none=True)
-    flops = fc.get_total_flops()
-    t_compile = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t_compile = time.perf_counter() - t_compile
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / steps
-    peak = (
-        torch.cuda.max_memory_allocated(dev)
-        if dev.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    )
-    return dict(
-        preset=preset,
-        target=target,
-        batch=batch,
-        mode=mode,
-        images_per_s=batch / dt,
-        seconds_per_step=dt,
-        gflop_per_image=flops / batch / 1e9,
-        achieved_gflops=flops / dt / 1e9,
-        warmup_seconds=t_compile,
-        peak_memory_gib=peak / 2**30,
-        threads=torch.get_num_threads(),
-        device=str(dev),
-        heap_limited=heap_limited,
-    )
+    final = history[-1]["loss"] if history else float("nan")
+    return PretrainResult(eng.model, history, final, ckpt, encoder, eng.normalize, time.time() - t_run)
 
 # %% ../nbs/04_train.ipynb #f4ce2574
 def main(argv=None):

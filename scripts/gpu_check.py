@@ -20,7 +20,8 @@ import torch.distributed as dist
 from mimeo_nb.data import atomic_write_text
 from mimeo_nb.model import MaskedAutoencoder
 from mimeo_nb.study import device_name, git_state, repo_root
-from mimeo_nb.train import param_groups, resolve_precision, throughput
+from mimeo_nb.bench import throughput
+from mimeo_nb.train import param_groups, resolve_precision
 
 
 def _free_port() -> int:

@@ -16,7 +16,6 @@ from skimage.feature._hog import _hog_channel_gradient
 from mimeo_nb.data import find_data, read_tile
 from mimeo_nb.hog import (
     HOG,
-    bench_hog,
     cells_to_patches,
     check_hog_options,
     gaussian_window_weights,
@@ -245,8 +244,8 @@ def test_patch_grid_of_a_real_tile(tiles):
         (lambda x: hog(x[None]), "4-D"),
         (lambda x: hog((x * 10000).to(torch.int32)), "floating-point tensor"),
         (lambda x: hog(x.numpy()), "torch.Tensor"),
-        (lambda x: hog(x, gradient="prewitt"), "gradient='prewitt' is not allowed"),
-        (lambda x: hog(x, binning="soft"), "binning='soft' is not allowed"),
+        (lambda x: hog(x, gradient="prewitt"), "gradient='prewitt'; allowed"),
+        (lambda x: hog(x, binning="soft"), "binning='soft'; allowed"),
         (lambda x: hog(x, gaussian_window=12), "gaussian_window=12 does not divide"),
         (lambda x: hog(x, chunk=0), "chunk=0"),
         (lambda x: HOG(bins=0), "bins=0"),
@@ -255,7 +254,6 @@ def test_patch_grid_of_a_real_tile(tiles):
         (lambda x: cells_to_patches(hog(x)[0], 16, 8), "5-D"),
         (lambda x: image_gradients(x, "roberts"), "gradient='roberts'"),
         (lambda x: plot_hog_explained(np.zeros((4, 8, 8))), "tile must be"),
-        (lambda x: bench_hog(np.zeros((2, 13, 64, 64), np.uint16), batch=0), "batch=0"),
     ],
 )
 def test_bad_inputs(tiles, call, message):
@@ -279,18 +277,3 @@ def test_plot_hog_explained(tiles):
     assert len(fig.axes[4].collections[0].get_segments()) == 8 * 8 * 9
     rgb = np.clip(tiles[0, [3, 2, 1]].permute(1, 2, 0).numpy() * 4, 0, 1)
     assert len(plot_hog_explained(rgb, gradient="sobel").axes) == 5
-
-
-def test_bench_hog_small(tiles_dn):
-    b = bench_hog(tiles_dn, batch=20, repeats=1, skimage_images=2)
-    assert {
-        "torch_images_per_s",
-        "skimage_images_per_s",
-        "speedup",
-        "parity_max_abs_float64",
-        "parity_max_abs_float32",
-    } <= set(b)
-    assert b["parity_max_abs_float64"] < 1e-5 and b["parity_max_abs_float32"] < 0.2
-    assert b["torch_images_per_s"] > 0 and b["skimage_images_per_s"] > 0
-    assert abs(b["speedup"] - b["torch_images_per_s"] / b["skimage_images_per_s"]) < 1e-9
-    assert b["skimage_images"] == 2 and b["batch"] == 20

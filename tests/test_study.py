@@ -26,6 +26,30 @@ def papermill(*args, cwd=REPO, env_extra=None):
     )
 
 
+SMOKE_REFERENCE = REPO / "tests" / "smoke_reference.json"
+
+
+def smoke_signature(run) -> dict:
+    "The numbers a run produced: its pre-training losses per epoch, and each evaluation's accuracy, F1 and probe loss."
+    import csv
+
+    sig = {}
+    for row in csv.DictReader((Path(run) / "history.csv").open()):
+        sig.update(
+            {
+                f"epoch {row['epoch']} {k}": float(v)
+                for k, v in row.items()
+                if k not in ("epoch", "images_per_s", "seconds")
+            }
+        )
+    for m in json.loads((Path(run) / "metrics.json").read_text()):
+        key = f"{m['strategy']} {m['fraction']:g} s{m['seed']}"
+        sig.update({f"{key} accuracy": m["accuracy"], f"{key} macro_f1": m["macro_f1"]})
+        if "probe" in m:
+            sig[f"{key} probe train_loss"] = m["probe"]["train_loss"]
+    return sig
+
+
 def finished_runs(out):
     return [d for d in Path(out).iterdir() if (d / "config.json").is_file() and not d.name.startswith((".", "_"))]
 
@@ -50,6 +74,9 @@ def test_run_notebook_parameters_reach_the_run_and_it_is_skipped_second_time(ms_
         "-p",
         "evaluations",
         "linear,knn",
+        "-p",
+        "overrides",
+        '{"precision": "fp32"}',
     ]
     r = papermill(*args)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -61,6 +88,12 @@ def test_run_notebook_parameters_reach_the_run_and_it_is_skipped_second_time(ms_
         p.name for p in run.iterdir()
     }
     assert meta["provenance"]["git"]["commit"] and meta["provenance"]["data"]["tiles"] == 419
+    # the numbers of this smoke run (fp32) within 1e-5 of those recorded in tests/smoke_reference.json
+    ref = json.loads(SMOKE_REFERENCE.read_text())
+    got = smoke_signature(run)
+    assert got.keys() == ref.keys() and all(abs(got[k] - ref[k]) <= 1e-5 for k in ref), {
+        k: (got.get(k), ref[k]) for k in ref if abs(got.get(k, float("inf")) - ref[k]) > 1e-5
+    }
     stamp = (run / "metrics.json").stat().st_mtime_ns
     r2 = papermill(*args[:1], tmp_path / "b.ipynb", *args[2:])
     assert r2.returncode == 0, r2.stderr[-3000:]
