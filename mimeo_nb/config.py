@@ -12,12 +12,16 @@ from .data import NORMALISATIONS
 from .model import PRESETS, TARGETS, variant_settings
 
 # %% auto #0
-__all__ = ['EVALUATIONS', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'NOT_IN_ID', 'EVAL_FIELDS', 'Config',
-           'check_fields', 'make_config', 'repo_root', 'results_root', 'default_out_dir', 'pretrain_id', 'run_id',
-           'unit_label', 'config_parser', 'config_from_args']
+__all__ = ['EVALUATIONS', 'FRACTIONS', 'RAW_A', 'HOG_C', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'RUN_FILES',
+           'SWEEP_LOG', 'NOT_IN_ID', 'EVAL_FIELDS', 'Config', 'check_fields', 'make_config', 'repo_root',
+           'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'run_id', 'unit_label', 'config_parser',
+           'config_from_args']
 
 # %% ../nbs/03a_config.ipynb #7fae7dc1
 EVALUATIONS = ("linear", "finetune", "knn")
+FRACTIONS = [1.0, 0.5, 0.1, 0.01]  # the study's label fractions
+RAW_A = dict(target="raw", variant="A", mask=0.7)  # the study's main pixel (MAE) pre-training
+HOG_C = dict(target="hog", variant="C", mask=0.7)  # the study's main HOG (MaskFeat) pre-training
 # the named options of a field (profile: the keys of PROFILES)
 FIELD_CHOICES = dict(
     pretrain_data=("eurosat", "ssl4eo"),
@@ -118,7 +122,7 @@ class Config:
     num_workers: int = 0  # data loader workers for SSL4EO
     # evaluation
     evaluations: list = field(default_factory=lambda: ["linear", "finetune", "knn"])
-    fractions: list = field(default_factory=lambda: [1.0, 0.5, 0.1, 0.01])
+    fractions: list = field(default_factory=lambda: list(FRACTIONS))
     seeds: list = field(default_factory=lambda: [42])
     fraction_method: str = "stratified"  # stratified (nested, >= 1 per class) | study (plain train_test_split)
     pool: str = "cls"  # cls | mean
@@ -317,6 +321,27 @@ def default_out_dir() -> Path:
     """Where one experiment writes its run folder when `out_dir` is empty: `runs/` of this repository (git-ignored; the
     report never reads it)."""
     return (repo_root() or Path.cwd()) / "runs"
+
+# %% ../nbs/03a_config.ipynb #a1f0c3d2
+RUN_FILES = dict(
+    config="config.json",  # the configuration, provenance, status and times
+    metrics="metrics.json",  # one record per evaluation
+    predictions="predictions.csv",  # per test tile: true and predicted class, class probabilities (gzipped when large)
+    history="history.csv",  # the pre-training loss per epoch
+    quality="quality.json",  # the pretext task scored on test tiles
+    reconstruction="reconstruction.npz",  # arrays of the reconstruction figure
+    reconstructions="reconstructions.png",
+    samples="samples.npz",  # one RGB tile per class and a raw tile
+    misclassified="misclassified.npz",  # misclassified test tiles of the headline evaluation
+    encoder="encoder.safetensors",  # the pre-trained encoder (kept by pre-training units)
+)
+SWEEP_LOG = "sweep.json"  # beside the run folders: the wall time of each sweep that wrote them
+
+# %% ../nbs/03a_config.ipynb #a1f0c3d3
+def run_finished(run_dir) -> bool:
+    "Whether `run_dir` holds a finished run (`config.json` with status finished)."
+    f = Path(run_dir) / RUN_FILES["config"]
+    return f.is_file() and json.loads(f.read_text()).get("status") == "finished"
 
 # %% ../nbs/03a_config.ipynb #97ea9607
 NOT_IN_ID = {"profile", "out_dir", "device", "num_workers", "data_dir", "ssl4eo_dir", "compile"}

@@ -19,8 +19,8 @@ __all__ = ['PROGRESS_MODES', 'S2_BANDS', 'BAND_NAMES', 'EUROSAT_FILE_ORDER', 'EU
            'EUROSAT100_URL', 'EUROSAT100_MD5', 'progress_bar', 'Band', 'rgb_indices', 'band_table', 'cache_home',
            'find_data', 'find_class_root', 'TileSet', 'read_tile', 'content_fingerprint', 'atomic_write_text',
            'load_eurosat', 'split_indices', 'spatial_split', 'label_fraction', 'band_stats', 'BandNormalize',
-           'rgb_composite', 'plot_class_tiles', 'plot_band_histograms', 'sample_generator', 'SSL4EO', 'load_ssl4eo',
-           'md5sum', 'download_eurosat', 'find_eurosat']
+           'rgb_stretch', 'rgb_composite', 'plot_class_tiles', 'plot_band_histograms', 'sample_generator', 'SSL4EO',
+           'load_ssl4eo', 'md5sum', 'download_eurosat', 'find_eurosat']
 
 # %% ../nbs/00_data.ipynb #9465d8a7
 PROGRESS_MODES = ("auto", "text", "off")
@@ -540,12 +540,18 @@ class BandNormalize(nn.Module):
         return f"kind={self.kind!r}"
 
 # %% ../nbs/00_data.ipynb #9be30708
+def rgb_stretch(reference, percentiles=(2, 98)):
+    """A function taking `[N, 3, H, W]` arrays to `[N, H, W, 3]` in [0, 1]: stretched per image and channel between the
+    `percentiles` of `reference` `[N, 3, H, W]` (so that a prediction is shown on its original's scale)."""
+    lo, hi = np.percentile(reference, percentiles, axis=(2, 3), keepdims=True)
+    return lambda v: np.clip((v - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(0, 2, 3, 1)
+
+
 def rgb_composite(images, band_names: Sequence[str] = BAND_NAMES, percentiles=(2, 98)) -> np.ndarray:
     """RGB composite `[N, H, W, 3]` in [0, 1] of `images` `[N, C, H, W]`, stretched per image and channel between
     `percentiles`."""
     x = np.asarray(images, np.float64)[:, list(rgb_indices(band_names))]
-    lo, hi = np.percentile(x, percentiles, axis=(2, 3), keepdims=True)
-    return np.clip((x - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(0, 2, 3, 1)
+    return rgb_stretch(x, percentiles)(x)
 
 
 def plot_class_tiles(ds: TileSet, per_class: int = 1, seed: int = 0):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Config
+from .config import Config, RUN_FILES
 from .data import TileSet, BandNormalize, progress_bar, label_fraction, atomic_write_text, _atomic_write_bytes
 from .masking import keyed_uniform
 from .train import lr_at, resolve_device, resolve_precision
@@ -662,7 +662,7 @@ def write_results(run_dir, records: list, preds: list, tiles: TileSet, test_idx,
     import gzip
 
     run_dir = Path(run_dir)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(records, indent=1))
+    atomic_write_text(run_dir / RUN_FILES["metrics"], json.dumps(records, indent=1))
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["strategy", "fraction", "seed", "path", "true", "predicted"] + [f"p_{c}" for c in tiles.classes])
@@ -673,9 +673,9 @@ def write_results(run_dir, records: list, preds: list, tiles: TileSet, test_idx,
                 + [f"{v:.4f}" for v in p]
             )
     if len(test_idx) * len(preds) <= gzip_rows:
-        atomic_write_text(run_dir / "predictions.csv", buf.getvalue())
-        return run_dir / "predictions.csv"
+        atomic_write_text(run_dir / RUN_FILES["predictions"], buf.getvalue())
+        return run_dir / RUN_FILES["predictions"]
     _atomic_write_bytes(
-        run_dir / "predictions.csv.gz", lambda f: f.write(gzip.compress(buf.getvalue().encode(), mtime=0))
+        run_dir / RUN_FILES["predictions"] + ".gz", lambda f: f.write(gzip.compress(buf.getvalue().encode(), mtime=0))
     )
-    return run_dir / "predictions.csv.gz"
+    return run_dir / RUN_FILES["predictions"] + ".gz"

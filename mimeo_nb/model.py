@@ -16,7 +16,7 @@ from torch import nn
 
 from .checks import check_choice, check_int, check_ratio
 
-from .data import BAND_NAMES, rgb_indices, _atomic_write_bytes
+from .data import BAND_NAMES, rgb_indices, rgb_stretch, _atomic_write_bytes
 from .hog import HOG, cells_to_patches, hog_glyphs
 from .masking import random_masking
 
@@ -409,13 +409,10 @@ def plot_reconstruction(
 
     r = reconstruct(model, x, mask_ratio, seed)
     rgb_i = list(rgb_indices(band_names))
-    xs = r["input"].float().cpu().numpy()[:, rgb_i]
-    lo, hi = np.percentile(
-        xs, (2, 98), axis=(2, 3), keepdims=True
-    )  # one stretch per tile, from the original, for every column
+    scale = rgb_stretch(r["input"].float().cpu().numpy()[:, rgb_i])  # one stretch per tile, from the original
 
     def stretch(v):
-        return np.clip((v.float().cpu().numpy()[:, rgb_i] - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(0, 2, 3, 1)
+        return scale(v.float().cpu().numpy()[:, rgb_i])
 
     cols = [("original", stretch(r["input"])), ("masked", stretch(r["masked"]))]
     if "pred" in r:

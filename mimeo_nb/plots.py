@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import FRACTIONS, HOG_C, RAW_A, RUN_FILES, SWEEP_LOG, run_finished
+
 # %% auto #0
-__all__ = ['CLASSES', 'FRACTIONS', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS',
-           'MAIN_ROWS', 'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs',
-           'find_run', 'accuracy', 'strategies_table', 'normalisation_table', 'masking_table', 'loss_table',
-           'per_class_table', 'confusion', 'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog',
-           'fig_reconstructions', 'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions',
-           'fig_misclassified', 'merge_units', 'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell',
-           'accuracy_table', 'compare_rows', 'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
+__all__ = ['CLASSES', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS', 'MAIN_ROWS',
+           'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs', 'find_run',
+           'accuracy', 'strategies_table', 'normalisation_table', 'masking_table', 'loss_table', 'per_class_table',
+           'confusion', 'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions',
+           'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions', 'fig_misclassified', 'merge_units',
+           'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table', 'compare_rows',
+           'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = [
@@ -32,7 +34,6 @@ CLASSES = [
     "River",
     "SeaLake",
 ]
-FRACTIONS = [1.0, 0.5, 0.1, 0.01]
 STUDY_STRATEGIES = pd.DataFrame(
     {
         "Random initialisation": [0.7840, 0.7929, 0.795, 0.7062],
@@ -109,7 +110,7 @@ def sweep_wall_seconds(sweeps: list) -> float:
 
 def sweep_seconds(runs_dir, runs: list) -> float:
     "Wall time of the sweeps that made `runs_dir` (`sweep.json`), else the sum of the runs' own times."
-    f = Path(runs_dir) / "sweep.json"
+    f = Path(runs_dir) / SWEEP_LOG
     if f.is_file() and json.loads(f.read_text()).get("sweeps"):
         return sweep_wall_seconds(json.loads(f.read_text())["sweeps"])
     return float(sum(r["meta"]["seconds"] for r in runs))
@@ -120,18 +121,16 @@ def load_runs(runs_dir) -> list:
     (DataFrame or None)."""
     runs = []
     for d in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
-        if d.name.startswith((".", "_")) or not (d / "config.json").is_file():
+        if d.name.startswith((".", "_")) or not run_finished(d):
             continue
-        meta = json.loads((d / "config.json").read_text())
-        if meta.get("status") != "finished":
-            continue
+        meta = json.loads((d / RUN_FILES["config"]).read_text())
         runs.append(
             dict(
                 dir=d,
                 meta=meta,
                 cfg=meta["config"],
-                metrics=json.loads((d / "metrics.json").read_text()),
-                history=pd.read_csv(d / "history.csv") if (d / "history.csv").is_file() else None,
+                metrics=json.loads((d / RUN_FILES["metrics"]).read_text()),
+                history=pd.read_csv(d / RUN_FILES["history"]) if (d / RUN_FILES["history"]).is_file() else None,
             )
         )
     return runs
@@ -156,13 +155,13 @@ def accuracy(run, strategy: str, fraction: float, key: str = "accuracy"):
 MAIN_ROWS = [
     ("Random initialisation", dict(init="random"), "linear"),
     ("Supervised learning", dict(init="random"), "finetune"),
-    ("Linear, RAW", dict(target="raw", variant="A", mask=0.7), "linear"),
-    ("Linear, HOG", dict(target="hog", variant="C", mask=0.7), "linear"),
-    ("Fine-tuning, RAW", dict(target="raw", variant="A", mask=0.7), "finetune"),
-    ("Fine-tuning, HOG", dict(target="hog", variant="C", mask=0.7), "finetune"),
+    ("Linear, RAW", RAW_A, "linear"),
+    ("Linear, HOG", HOG_C, "linear"),
+    ("Fine-tuning, RAW", RAW_A, "finetune"),
+    ("Fine-tuning, HOG", HOG_C, "finetune"),
     ("k-NN, random", dict(init="random"), "knn"),
-    ("k-NN, RAW", dict(target="raw", variant="A", mask=0.7), "knn"),
-    ("k-NN, HOG", dict(target="hog", variant="C", mask=0.7), "knn"),
+    ("k-NN, RAW", RAW_A, "knn"),
+    ("k-NN, HOG", HOG_C, "knn"),
 ]
 
 
@@ -226,8 +225,8 @@ def loss_table(runs: list) -> pd.DataFrame:
 
 
 PER_CLASS_MODELS = {
-    "RAW A": dict(target="raw", variant="A", mask=0.7),
-    "HOG C": dict(target="hog", variant="C", mask=0.7),
+    "RAW A": RAW_A,
+    "HOG C": HOG_C,
     "Supervised": dict(init="random"),
 }
 
@@ -297,7 +296,7 @@ def fig_sample_tiles(run):
     "Figure 1b: one RGB tile per class (from a run's `samples.npz`)."
     import matplotlib.pyplot as plt
 
-    s = np.load(run_file(run, "samples.npz"))
+    s = np.load(run_file(run, RUN_FILES["samples"]))
     n = len(s["rgb"])
     fig, axs = plt.subplots(1, n, figsize=(1.6 * n, 2.0))
     for ax, im, k in zip(np.atleast_1d(axs), s["rgb"], s["labels"]):
@@ -313,7 +312,7 @@ def fig_hog(run):
     from mimeo_nb.hog import plot_hog_explained
     from mimeo_nb.data import rgb_composite
 
-    s = np.load(run_file(run, "samples.npz"))
+    s = np.load(run_file(run, RUN_FILES["samples"]))
     bands = [str(b) for b in s["band_names"]]
     return plot_hog_explained(
         rgb_composite(s["tile"][None], bands)[0],
@@ -326,23 +325,23 @@ def fig_reconstructions(runs: list, selections: list, title: str = ""):
     """Figure 3: original / masked / prediction (RGB, or HOG glyphs of the red band for HOG targets) of one tile, a row
     per run."""
     import matplotlib.pyplot as plt
-    from mimeo_nb.data import rgb_indices
+    from mimeo_nb.data import rgb_indices, rgb_stretch
     from mimeo_nb.hog import hog_glyphs
 
     rows = [(lbl, find_run(runs, **sel)) for lbl, sel in selections]
-    rows = [(l, r) for l, r in rows if r is not None and (run_file(r, "reconstruction.npz")).is_file()]
+    rows = [(l, r) for l, r in rows if r is not None and (run_file(r, RUN_FILES["reconstruction"])).is_file()]
     if not rows:
         return None
     fig, axs = plt.subplots(len(rows), 4, figsize=(7.2, 1.9 * len(rows) + 0.4), squeeze=False)
     for i, (label, r) in enumerate(rows):
-        z = np.load(run_file(r, "reconstruction.npz"))
+        z = np.load(run_file(r, RUN_FILES["reconstruction"]))
         bands = [str(b) for b in z["band_names"]]
         ri = list(rgb_indices(bands))
         x = z["input"][0].astype(np.float32)
-        lo, hi = np.percentile(x[ri], (2, 98), axis=(1, 2), keepdims=True)
+        scale = rgb_stretch(x[ri][None])
 
         def rgb(v):
-            return np.clip((v[ri] - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
+            return scale(v[ri][None])[0]
 
         panels = [("original", rgb(x)), ("masked", rgb(z["masked"][0].astype(np.float32)))]
         if "pasted" in z.files:
@@ -488,9 +487,9 @@ def fig_misclassified(run, n: int = 12):
     "Figure 9: misclassified test tiles of a run's headline evaluation, true -> predicted."
     import matplotlib.pyplot as plt
 
-    if run is None or not (run_file(run, "misclassified.npz")).is_file():
+    if run is None or not (run_file(run, RUN_FILES["misclassified"])).is_file():
         return None
-    z = np.load(run_file(run, "misclassified.npz"))
+    z = np.load(run_file(run, RUN_FILES["misclassified"]))
     k = min(n, len(z["rgb"]))
     if k == 0:
         return None
@@ -525,11 +524,16 @@ def merge_units(runs: list) -> list:
             rs, key=lambda r: -max([m["fraction"] for m in r["metrics"] if m["strategy"] == "finetune"] or [0])
         )
         files = {}
-        for name in ("samples.npz", "misclassified.npz", "reconstruction.npz", "quality.json"):
+        for name in (
+            RUN_FILES["samples"],
+            RUN_FILES["misclassified"],
+            RUN_FILES["reconstruction"],
+            RUN_FILES["quality"],
+        ):
             hit = next(
                 (
                     r["dir"] / name
-                    for r in (headline if name == "misclassified.npz" else [base, *rs])
+                    for r in (headline if name == RUN_FILES["misclassified"] else [base, *rs])
                     if (r["dir"] / name).is_file()
                 ),
                 None,
@@ -553,7 +557,7 @@ def run_file(run, name: str) -> Path:
 
 @functools.lru_cache(maxsize=32)
 def _predictions(folder: str) -> pd.DataFrame:
-    f = Path(folder) / "predictions.csv"
+    f = Path(folder) / RUN_FILES["predictions"]
     return pd.read_csv(
         f if f.is_file() else f.with_suffix(".csv.gz"),
         usecols=["strategy", "fraction", "seed", "path", "true", "predicted"],
@@ -697,7 +701,7 @@ def quality_table(runs: list) -> pd.DataFrame:
     mean's."""
     rows = []
     for r in runs:
-        f = run_file(r, "quality.json")
+        f = run_file(r, RUN_FILES["quality"])
         if r["cfg"]["init"] != "pretrained" or not f.is_file():
             continue
         q = json.loads(f.read_text())

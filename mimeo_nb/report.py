@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import results_root
+from .config import HOG_C, RAW_A, SWEEP_LOG, results_root
 from .data import band_table
 from .plots import STUDY_LOSS, STUDY_MASKING, STUDY_NORMALISATION, STUDY_PER_CLASS, STUDY_STRATEGIES
 from .plots import accuracy_table, beside, comparisons_table, fig_ablation, fig_confusions, fig_hog
@@ -79,7 +79,7 @@ def protocol(cfg: dict) -> str:
 # %% ../nbs/07a_report.ipynb #df6551b0
 def sweep_jobs(runs_dir) -> int:
     "The most experiments a sweep of `runs_dir` ran at a time (`sweep.json`; 1 without it)."
-    f = Path(runs_dir) / "sweep.json"
+    f = Path(runs_dir) / SWEEP_LOG
     sweeps = json.loads(f.read_text())["sweeps"] if f.is_file() else []
     return max([x.get("jobs", 1) for x in sweeps] or [1])
 
@@ -187,8 +187,8 @@ def figures_13band(w: ReportWriter, runs: list) -> None:
     w.save(fig_loss_curves(runs), "f4_loss_curves")
     w.save(fig_confusions(runs, 1.0), "f7_confusion_100")
     w.save(fig_confusions(runs, 0.1), "f7_confusion_10")
-    w.save(fig_misclassified(find_run(runs, target="hog", variant="C", mask=0.7)), "f9_misclassified_hog")
-    w.save(fig_misclassified(find_run(runs, target="raw", variant="A", mask=0.7)), "f9_misclassified_raw")
+    w.save(fig_misclassified(find_run(runs, **HOG_C)), "f9_misclassified_hog")
+    w.save(fig_misclassified(find_run(runs, **RAW_A)), "f9_misclassified_raw")
 
 # %% ../nbs/07a_report.ipynb #88116504
 def tables_13band(w: ReportWriter, runs: list) -> dict:
@@ -365,7 +365,7 @@ def tables_rgb(w: ReportWriter, main: list, rgb: list, rgb_units: list) -> dict:
     w.save(fig_strategies(t["rs"], None, "EuroSAT RGB, 27,000 tiles"), "rgb_f5_strategies")
     w.save(fig_confusions(main, 1.0), "rgb_f7_confusion_100")
     w.save(fig_confusions(main, 0.1), "rgb_f7_confusion_10")
-    sel = [("RAW A", dict(target="raw", variant="A", mask=0.7)), ("HOG C", dict(target="hog", variant="C", mask=0.7))]
+    sel = [("RAW A", RAW_A), ("HOG C", HOG_C)]
     w.save(fig_reconstructions(main, sel, "reconstructions, EuroSAT RGB (test tiles)"), "rgb_f3_reconstructions")
     w.save(fig_loss_curves(main), "rgb_f4_loss_curves")
     rows = [

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 import mimeo_nb
-from .config import Config, make_config, run_id, pretrain_id, PROFILES
+from .config import Config, make_config, run_id, pretrain_id, PROFILES, FRACTIONS, RAW_A, HOG_C, RUN_FILES
+from .config import SWEEP_LOG, run_finished
 from .config import check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
@@ -23,9 +24,9 @@ from .train import PretrainData, checkpoint_dir, make_split, model_from_config, 
 from .train import resolve_precision
 
 # %% auto #0
-__all__ = ['ALL_FRACTIONS', 'DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state',
-           'device_name', 'provenance', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit',
-           'run_finished', 'run_study', 'default_runs_dir', 'record_sweep', 'kernel_env', 'run_report', 'main']
+__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state', 'device_name', 'provenance',
+           'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_study', 'default_runs_dir',
+           'record_sweep', 'kernel_env', 'run_report', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -140,16 +141,16 @@ class Experiment:
             and (src := self.committed_encoder())
         ):
             for name in (
-                "encoder.safetensors",
-                "history.csv",
+                RUN_FILES["encoder"],
+                RUN_FILES["history"],
             ):  # a pre-training finished elsewhere: its encoder is all this unit needs
                 shutil.copy(src / name, self.ckpt_dir / f".{name}.tmp")
                 os.replace(self.ckpt_dir / f".{name}.tmp", self.ckpt_dir / name)
-            with open(self.ckpt_dir / "history.csv") as f:
+            with open(self.ckpt_dir / RUN_FILES["history"]) as f:
                 history = list(csv.DictReader(f))
             self.model, self.normalize, self.final_loss = None, self.data.normalize, float(history[-1]["loss"])
             self.pretrain_seconds = sum(float(h["seconds"]) for h in history)
-            shutil.copy(self.ckpt_dir / "history.csv", self.tmp_dir / "history.csv")
+            shutil.copy(self.ckpt_dir / RUN_FILES["history"], self.tmp_dir / RUN_FILES["history"])
             return None
         self.result = pretrain(self.cfg, self.ckpt_dir, self.data, resume="auto", progress=self.progress)
         self.model, self.normalize, self.final_loss = (
@@ -158,7 +159,7 @@ class Experiment:
             self.result.final_loss,
         )
         self.pretrain_seconds = float(sum(h["seconds"] for h in self.result.history))  # every epoch, over every resume
-        shutil.copy(self.ckpt_dir / "history.csv", self.tmp_dir / "history.csv")
+        shutil.copy(self.ckpt_dir / RUN_FILES["history"], self.tmp_dir / RUN_FILES["history"])
         return self.result
 
     def committed_encoder(self) -> Path | None:
@@ -167,7 +168,7 @@ class Experiment:
         `None` if there is none."""
         pid, fp = pretrain_id(self.cfg), self.tiles.fingerprint
         metas = [
-            json.loads((d / "config.json").read_text())
+            json.loads((d / RUN_FILES["config"]).read_text())
             for d in self.out_dir.iterdir()
             if d.is_dir() and run_finished(d)
         ]
@@ -177,7 +178,7 @@ class Experiment:
             if m.get("pretrain_id") == pid and (m["provenance"].get("data") or {}).get("fingerprint") == fp
         }
         for m in metas:
-            f = self.out_dir / m["run_id"] / "encoder.safetensors"
+            f = self.out_dir / m["run_id"] / RUN_FILES["encoder"]
             if m.get("pretrain_id") == pid and f.is_file() and file_sha256(f) in evaluated:
                 return f.parent
         return None
@@ -205,17 +206,18 @@ class Experiment:
             self.model, self.normalize(torch.from_numpy(np.asarray(self.tiles.images[q_idx]))), seed=self.cfg.seed
         )
         atomic_write_text(
-            self.tmp_dir / "quality.json", json.dumps(dict(tiles=len(q_idx), mask=self.cfg.mask, heads=q), indent=1)
+            self.tmp_dir / RUN_FILES["quality"],
+            json.dumps(dict(tiles=len(q_idx), mask=self.cfg.mask, heads=q), indent=1),
         )
         idx = self.split["test"][np.linspace(0, len(self.split["test"]) - 1, n).astype(int)]
         x = self.normalize(torch.from_numpy(np.asarray(self.tiles.images[idx])))
         fig = plot_reconstruction(self.model, x, self.tiles.band_names, title=self.run_id)
-        fig.savefig(self.tmp_dir / "reconstructions.png", dpi=110)
+        fig.savefig(self.tmp_dir / RUN_FILES["reconstructions"], dpi=110)
         plt.close(fig)  # saved; the caller may still display it
         r = reconstruct(self.model, x)
         arrays = {k: v.float().numpy() for k, v in r.items() if torch.is_tensor(v)}
         np.savez_compressed(
-            self.tmp_dir / "reconstruction.npz",
+            self.tmp_dir / RUN_FILES["reconstruction"],
             band_names=np.array(self.tiles.band_names),
             paths=np.array([self.tiles.paths[i] for i in idx]),
             hog_cell=self.model.hog_cell,
@@ -225,7 +227,7 @@ class Experiment:
 
     def evaluate(self):
         "All evaluations of the config; `metrics.json` and `predictions.csv`."
-        enc_path = self.ckpt_dir / "encoder.safetensors"
+        enc_path = self.ckpt_dir / RUN_FILES["encoder"]
         if self.cfg.init == "random":
             state = {k: v.clone() for k, v in self.model.encoder.state_dict().items()}
 
@@ -258,7 +260,7 @@ class Experiment:
         raw_i = first[t.classes.index("Residential")] if "Residential" in t.classes else first[0]
         rgb = (rgb_composite(t.images[first], t.band_names) * 255).astype(np.uint8)
         np.savez_compressed(
-            self.tmp_dir / "samples.npz",
+            self.tmp_dir / RUN_FILES["samples"],
             rgb=rgb,
             labels=t.labels[first],
             classes=np.array(t.classes),
@@ -270,7 +272,7 @@ class Experiment:
         wrong = np.flatnonzero(probs.argmax(1) != t.labels[test])[:24]
         idx = test[wrong]
         np.savez_compressed(
-            self.tmp_dir / "misclassified.npz",
+            self.tmp_dir / RUN_FILES["misclassified"],
             rgb=(rgb_composite(t.images[idx], t.band_names) * 255).astype(np.uint8)
             if len(idx)
             else np.zeros((0, 64, 64, 3), np.uint8),
@@ -295,15 +297,15 @@ class Experiment:
             seconds=time.time() - self.t0,
             pretrain_seconds=getattr(self, "pretrain_seconds", 0.0),
             encoder_sha256=(
-                file_sha256(self.ckpt_dir / "encoder.safetensors") if self.cfg.init == "pretrained" else None
+                file_sha256(self.ckpt_dir / RUN_FILES["encoder"]) if self.cfg.init == "pretrained" else None
             ),
             final_loss=getattr(self, "final_loss", None),
         )
         if (
             self.cfg.init == "pretrained" and not self.cfg.evaluations
         ):  # a pre-training unit keeps its encoder for the units after it
-            shutil.copy(self.ckpt_dir / "encoder.safetensors", self.tmp_dir / "encoder.safetensors")
-        atomic_write_text(self.tmp_dir / "config.json", json.dumps(meta, indent=1))
+            shutil.copy(self.ckpt_dir / RUN_FILES["encoder"], self.tmp_dir / RUN_FILES["encoder"])
+        atomic_write_text(self.tmp_dir / RUN_FILES["config"], json.dumps(meta, indent=1))
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir)
         os.replace(self.tmp_dir, self.run_dir)
@@ -320,7 +322,6 @@ class Experiment:
         return self.finish()
 
 # %% ../nbs/07_study.ipynb #add43f3a
-ALL_FRACTIONS = [1.0, 0.5, 0.1, 0.01]
 DRAWS = [42, 43, 44]  # label draws (and training seeds) of the main comparison
 RGB_LRS = [3e-4, 1e-3]  # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
 RGB_FT_EPOCHS = 2  # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
@@ -332,7 +333,7 @@ def study_grid(fractions=None, profile: str = "cpu") -> list:
     replaces the four."""
     if profile in ("cpu-rgb", "gpu-rgb"):
         return rgb_grid(profile)
-    fr = list(fractions or ALL_FRACTIONS)
+    fr = list(fractions or FRACTIONS)
     one = [max(fr)]
     ev = ["linear", "finetune", "knn"]
     grid = [("baseline", dict(init="random", evaluations=ev, fractions=fr, seeds=DRAWS))]
@@ -360,12 +361,12 @@ def rgb_grid(profile: str = "cpu-rgb") -> list:
     )
     enc = {
         "random": dict(init="random"),
-        "raw-A": dict(target="raw", variant="A", mask=0.7),
-        "hog-C": dict(target="hog", variant="C", mask=0.7),
+        "raw-A": dict(RAW_A),
+        "hog-C": dict(HOG_C),
     }
     grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
     grid += [
-        (f"probe-{k}", dict(e, evaluations=["linear", "knn"], fractions=ALL_FRACTIONS, seeds=DRAWS))
+        (f"probe-{k}", dict(e, evaluations=["linear", "knn"], fractions=list(FRACTIONS), seeds=DRAWS))
         for k, e in enc.items()
     ]
     ft = dict(evaluations=["finetune"], **({"ft_epochs": ft_epochs} if cpu else {}))
@@ -444,14 +445,8 @@ def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: st
             d = Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **src), fingerprint)
             if not run_finished(d):
                 return None
-            ov[k] = float(json.loads((d / "metrics.json").read_text())[0]["lr"])
+            ov[k] = float(json.loads((d / RUN_FILES["metrics"]).read_text())[0]["lr"])
     return ov
-
-
-def run_finished(run_dir) -> bool:
-    "Whether `run_dir` holds a finished run (`config.json` with status finished)."
-    f = Path(run_dir) / "config.json"
-    return f.is_file() and json.loads(f.read_text()).get("status") == "finished"
 
 
 def run_study(
@@ -548,7 +543,7 @@ def default_runs_dir(profile: str) -> Path:
 def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int) -> dict:
     """Add one sweep's wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study adds its
     sessions up)."""
-    f = Path(out_dir) / "sweep.json"
+    f = Path(out_dir) / SWEEP_LOG
     d = json.loads(f.read_text()) if f.is_file() else dict(profile=profile, sweeps=[])
     if executed:
         d["sweeps"].append(

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .config import Config, pretrain_id, config_parser, config_from_args, default_out_dir
+from .config import Config, RUN_FILES, pretrain_id, config_parser, config_from_args, default_out_dir
 from .data import BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo
 from .data import split_indices, spatial_split, atomic_write_text, _atomic_write_bytes
 from .checks import check_choice
@@ -453,7 +453,7 @@ def end_epoch(eng: Engine, cfg: Config, out_dir: Path | None, history: list, ste
     if out_dir is not None:
         if h["epoch"] % cfg.checkpoint_every == 0 or h["epoch"] == cfg.epochs:
             save_checkpoint(out_dir / "checkpoint.pt", eng.model, eng.opt, h["epoch"], step, history, cfg)
-        _write_history(out_dir / "history.csv", history)
+        _write_history(out_dir / RUN_FILES["history"], history)
     if progress:
         print(
             f"epoch {h['epoch']}/{cfg.epochs}: loss {h['loss']:.4g}, {h['images_per_s']:.0f} img/s, {h['seconds']:.1f} "
@@ -467,7 +467,7 @@ def export_pretrained(eng: Engine, out_dir: Path | None, finished_before: bool) 
     SHA-256 keys the cached features and records which weights a run evaluated."""
     if not eng.dd.main or out_dir is None:
         return None
-    encoder = out_dir / "encoder.safetensors"
+    encoder = out_dir / RUN_FILES["encoder"]
     if not (finished_before and encoder.is_file()):
         export_encoder(eng.model, encoder, eng.data.band_names)
     return encoder
