@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import check_choice
+
 # %% auto #0
 __all__ = ['PROGRESS_MODES', 'S2_BANDS', 'BAND_NAMES', 'EUROSAT_FILE_ORDER', 'EUROSAT_TO_CANONICAL', 'RGB_BANDS', 'TIF_EXT',
            'JPG_EXT', 'NESTED_EUROSAT', 'NORMALISATIONS', 'SSL4EO_FILES', 'EUROSAT_MS_URL', 'EUROSAT_MS_MD5',
@@ -304,12 +306,8 @@ def _lonlat(crs: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 # %% ../nbs/00_data.ipynb #56d8c191
-def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, progress: bool = True) -> TileSet:
-    """Load EuroSAT (MS GeoTIFF or RGB JPEG) from `root` into a `TileSet`, via the array cache (`cache_dir=False`
-    disables it)."""
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error={on_error!r}; allowed: 'raise', 'skip'")
-    base = find_class_root(root)
+def _list_tiles(base: Path, on_error: str) -> tuple:
+    "Every tile under the class folders of `base`: `(entries, labels, classes, skipped, rgb)`; one kind of file only."
     class_dirs = _class_dirs(base)
     entries, labels, skipped = [], [], []
     for k, d in enumerate(class_dirs):
@@ -323,29 +321,16 @@ def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, 
     exts = {os.path.splitext(rel)[1].lower() in JPG_EXT for rel, _ in entries}
     if len(exts) > 1:
         raise ValueError(f"{str(base)!r} mixes GeoTIFF and JPEG tiles; expected one kind")
-    rgb = exts == {True}
-    classes = [d.name for d in class_dirs]
-    key = _stat_key(entries)
-    cache = None
-    if cache_dir is not False:
-        cache = (
-            Path(cache_dir or cache_home() / "eurosat").expanduser()
-            / f"{base.name}-{hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:10]}"
-        )
-        idx_file = cache / "index.json"
-        if idx_file.is_file():
-            idx = json.loads(idx_file.read_text())
-            if idx.get("stat_key") == key and idx.get("size") == size and idx.get("on_error") == on_error:
-                return _from_index(
-                    idx, np.load(cache / "images.npy", mmap_mode="r"), base, idx["fingerprint"], from_cache=True
-                )
-    files = [Path(e.path) for _, e in entries]
+    return entries, labels, [d.name for d in class_dirs], skipped, exts == {True}
+
+
+def _decode_tiles(base: Path, files: list, rgb: bool, size: int, on_error: str, skipped: list, progress: bool) -> tuple:
+    "Decode `files`: `(images, crs, xs, ys, keep)`; unreadable tiles raise, or are left out and added to `skipped`."
     n, c = len(files), (3 if rgb else 13)
     images = np.empty((n, c, size, size), np.uint8 if rgb else np.uint16)
     crs, xs, ys, keep = [""] * n, np.full(n, np.nan), np.full(n, np.nan), np.ones(n, bool)
-    for i, p in enumerate(
-        progress_bar(files, desc=f"decoding {base.name}", unit="tile", disable=not progress, leave=False)
-    ):
+    bar = progress_bar(files, desc=f"decoding {base.name}", unit="tile", disable=not progress, leave=False)
+    for i, p in enumerate(bar):
         try:
             images[i], crs[i], xs[i], ys[i] = read_tile(p, size)
         except ValueError as e:
@@ -353,17 +338,34 @@ def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, 
                 raise
             keep[i] = False
             skipped.append((p.relative_to(base).as_posix(), str(e).split(": ", 1)[-1]))
+    return images, crs, xs, ys, keep
+
+
+def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, progress: bool = True) -> TileSet:
+    """Load EuroSAT (MS GeoTIFF or RGB JPEG) from `root` into a `TileSet`, via the array cache (`cache_dir=False`
+    disables it)."""
+    check_choice("on_error", on_error, ("raise", "skip"))
+    base = find_class_root(root)
+    entries, labels, classes, skipped, rgb = _list_tiles(base, on_error)
+    key = _stat_key(entries)
+    cache = None
+    if cache_dir is not False:
+        folder = f"{base.name}-{hashlib.sha1(str(base.resolve()).encode()).hexdigest()[:10]}"
+        cache = Path(cache_dir or cache_home() / "eurosat").expanduser() / folder
+        idx = json.loads((cache / "index.json").read_text()) if (cache / "index.json").is_file() else {}
+        if idx.get("stat_key") == key and idx.get("size") == size and idx.get("on_error") == on_error:
+            images = np.load(cache / "images.npy", mmap_mode="r")
+            return _from_index(idx, images, base, idx["fingerprint"], from_cache=True)
+    files = [Path(e.path) for _, e in entries]
+    images, crs, xs, ys, keep = _decode_tiles(base, files, rgb, size, on_error, skipped, progress)
     if not keep.all():
         images, crs, xs, ys = images[keep], [c_ for c_, k in zip(crs, keep) if k], xs[keep], ys[keep]
     files = [p for p, k in zip(files, keep) if k]
     labels = np.asarray(labels, np.int64)[keep]
     if skipped:
-        warnings.warn(
-            f"load_eurosat skipped {len(skipped)} item(s) under {base}: "
-            + "; ".join(f"{p} ({r})" for p, r in skipped[:5])
-            + (" ..." if len(skipped) > 5 else "")
-            + " (see .skipped)"
-        )
+        more = " ..." if len(skipped) > 5 else ""
+        listed = "; ".join(f"{p} ({r})" for p, r in skipped[:5])
+        warnings.warn(f"load_eurosat skipped {len(skipped)} item(s) under {base}: {listed}{more} (see .skipped)")
     if not len(files):
         raise ValueError(f"no readable tiles under {str(base)!r}")
     fp = content_fingerprint(entries)

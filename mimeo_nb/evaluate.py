@@ -18,10 +18,11 @@ from .masking import keyed_uniform
 from .train import lr_at, resolve_device, resolve_precision
 
 # %% auto #0
-__all__ = ['STRATEGY_NAMES', 'prepare', 'pool_tokens', 'check_bands', 'encoder_features', 'FeatureCache', 'linear_head',
-           'train_head', 'linear_probe', 'knn_predict', 'standardiser', 'fit_logistic', 'logistic_predict', 'cv_folds',
-           'choose_weight_decay', 'logistic_probe', 'Classifier', 'flips_rot90', 'ft_epochs_at', 'carve_validation',
-           'finetune', 'predict', 'classification_metrics', 'evaluate_encoder', 'write_results']
+__all__ = ['STRATEGY_NAMES', 'FT_KEYS', 'prepare', 'pool_tokens', 'check_bands', 'encoder_features', 'FeatureCache',
+           'linear_head', 'train_head', 'linear_probe', 'knn_predict', 'standardiser', 'fit_logistic',
+           'logistic_predict', 'cv_folds', 'choose_weight_decay', 'logistic_probe', 'Classifier', 'flips_rot90',
+           'ft_epochs_at', 'carve_validation', 'finetune', 'predict', 'classification_metrics', 'cached_features',
+           'evaluate_one', 'evaluate_encoder', 'write_results']
 
 # %% ../nbs/05_evaluate.ipynb #55e536e0
 def prepare(x_raw, normalize: BandNormalize, img_size: int):
@@ -383,6 +384,73 @@ def _probe_head(model: Classifier, feats, labels, cfg: Config, seed: int) -> Non
         model.head[1].bias.copy_(W[-1].float())
 
 
+class _FineTuning:
+    "One fine-tuning run: the classifier (head from the linear probe under LP-FT), its optimiser and schedule, by epoch."
+
+    def __init__(
+        self, encoder, tiles, fit_idx, normalize, cfg: Config, lr: float, epochs: int, seed: int, device, feats=None
+    ):
+        torch.manual_seed(seed)  # the head's initialisation (torch's layers take no generator)
+        self.model = Classifier(encoder, len(tiles.classes), cfg.pool).to(device)
+        if cfg.ft_head_init == "probe":
+            f = (
+                feats[fit_idx]
+                if feats is not None
+                else encoder_features(encoder, tiles, fit_idx, normalize, cfg.pool, cfg.eval_batch, device)
+            )
+            _probe_head(self.model, f, tiles.labels[fit_idx], cfg, seed)
+        self.opt = _ft_optimizer(self.model, cfg, lr)
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+        self.batch = min(cfg.ft_batch, len(fit_idx))
+        self.steps = max(1, len(fit_idx) // self.batch)
+        self.total, self.warm = self.steps * epochs, (self.steps * min(5, epochs // 5) if cfg.ft_recipe == "mae" else 0)
+        self.smoothing = cfg.ft_label_smoothing if cfg.ft_recipe == "mae" else 0.0
+        bf16 = resolve_precision(cfg.precision, device) == "bf16"
+        self.amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+        self.tiles, self.fit_idx, self.normalize, self.cfg, self.seed, self.device = (
+            tiles,
+            fit_idx,
+            normalize,
+            cfg,
+            seed,
+            device,
+        )
+        self.labels, self.img_size, self.step = torch.as_tensor(tiles.labels), encoder.patch_embed.img_size[0], 0
+
+    def epoch(self, ep: int) -> float:
+        "Train one epoch (a shuffle keyed by seed and epoch, flips and rotations keyed by tile); its mean loss."
+        self.model.train()
+        loss_sum, b = 0.0, self.batch
+        perm = torch.randperm(
+            len(self.fit_idx), generator=torch.Generator().manual_seed(self.seed * 100003 + ep)
+        ).numpy()
+        for i in range(self.steps):
+            ids = self.fit_idx[perm[i * b : (i + 1) * b]]
+            if self.cfg.ft_recipe == "mae":
+                for g, base in zip(self.opt.param_groups, self.base_lrs):
+                    g["lr"] = lr_at(self.step, self.total, self.warm, base)
+            x = prepare(
+                torch.from_numpy(np.asarray(self.tiles.images[ids])).to(self.device), self.normalize, self.img_size
+            )
+            x = flips_rot90(x, self.seed, ep, ids)
+            with torch.autocast(**self.amp):
+                loss = F.cross_entropy(
+                    self.model(x).float(), self.labels[ids].to(self.device), label_smoothing=self.smoothing
+                )
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            loss_sum += loss.item()
+        return loss_sum / self.steps
+
+    def accuracy(self, idx) -> float:
+        "Accuracy on the tiles `idx` (the validation tiles)."
+        cfg = self.cfg
+        p = predict(self.model, self.tiles, idx, self.normalize, cfg.eval_batch, self.device, self.amp["enabled"])
+        return float((p.argmax(1) == self.tiles.labels[idx]).mean())
+
+
 def _finetune_one(
     encoder,
     tiles,
@@ -401,61 +469,18 @@ def _finetune_one(
     end."""
     import copy
 
-    torch.manual_seed(seed)
-    model = Classifier(encoder, len(tiles.classes), cfg.pool).to(device)
-    img_size = encoder.patch_embed.img_size[0]
-    if cfg.ft_head_init == "probe":
-        f = (
-            feats[fit_idx]
-            if feats is not None
-            else encoder_features(encoder, tiles, fit_idx, normalize, cfg.pool, cfg.eval_batch, device)
-        )
-        _probe_head(model, f, tiles.labels[fit_idx], cfg, seed)
-    opt = _ft_optimizer(model, cfg, lr)
-    base_lrs = [g["lr"] for g in opt.param_groups]
-    batch = min(cfg.ft_batch, len(fit_idx))
-    steps = max(1, len(fit_idx) // batch)
-    total, warm = steps * epochs, (steps * min(5, epochs // 5) if cfg.ft_recipe == "mae" else 0)
-    smoothing = cfg.ft_label_smoothing if cfg.ft_recipe == "mae" else 0.0
-    amp = dict(
-        device_type=device.type, dtype=torch.bfloat16, enabled=resolve_precision(cfg.precision, device) == "bf16"
-    )
-    labels = torch.as_tensor(tiles.labels)
-    val_acc, losses, best, step = [], [], (-1.0, 0, None), 0
+    ft = _FineTuning(encoder, tiles, fit_idx, normalize, cfg, lr, epochs, seed, device, feats)
+    val_acc, losses, best = [], [], (-1.0, 0, None)
     for ep in progress_bar(range(epochs), desc=f"fine-tuning (lr {lr:g})", disable=not progress, leave=False):
-        model.train()
-        loss_sum = 0.0
-        perm = torch.randperm(len(fit_idx), generator=torch.Generator().manual_seed(seed * 100003 + ep)).numpy()
-        for i in range(steps):
-            ids = fit_idx[perm[i * batch : (i + 1) * batch]]
-            if cfg.ft_recipe == "mae":
-                for g, b in zip(opt.param_groups, base_lrs):
-                    g["lr"] = lr_at(step, total, warm, b)
-            x = flips_rot90(
-                prepare(torch.from_numpy(np.asarray(tiles.images[ids])).to(device), normalize, img_size), seed, ep, ids
-            )
-            with torch.autocast(**amp):
-                loss = F.cross_entropy(model(x).float(), labels[ids].to(device), label_smoothing=smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            loss_sum += loss.item()
-        losses.append(loss_sum / steps)
+        losses.append(ft.epoch(ep))
         if len(val_idx):
-            acc = float(
-                (
-                    predict(model, tiles, val_idx, normalize, cfg.eval_batch, device, amp["enabled"]).argmax(1)
-                    == tiles.labels[val_idx]
-                ).mean()
-            )
-            val_acc.append(acc)
-            if acc > best[0]:
-                best = (acc, ep + 1, copy.deepcopy(model.state_dict()))
+            val_acc.append(ft.accuracy(val_idx))
+            if val_acc[-1] > best[0]:
+                best = (val_acc[-1], ep + 1, copy.deepcopy(ft.model.state_dict()))
     if best[2] is not None:
-        model.load_state_dict(best[2])
+        ft.model.load_state_dict(best[2])
     epoch = best[1] if len(val_idx) else epochs
-    return dict(model=model, val_accuracy=val_acc, best_val=best[0], epoch=epoch, train_loss=losses)
+    return dict(model=ft.model, val_accuracy=val_acc, best_val=best[0], epoch=epoch, train_loss=losses)
 
 
 def finetune(
@@ -550,6 +575,66 @@ STRATEGY_NAMES = {
 }
 
 
+def cached_features(
+    make_encoder, encoder_key: str, tiles: TileSet, idx, normalize, cfg: Config, cache, device, progress
+):
+    """Frozen-encoder features `[len(tiles), D]` of the tiles `idx` (zeros elsewhere), from `cache` when it holds them:
+    keyed by the encoder, the data, the tiles, the pooling and the normalisation."""
+    need_sha = hashlib.sha1(idx.tobytes()).hexdigest()
+    key = f"{encoder_key}|{tiles.fingerprint}|{need_sha}|{cfg.pool}|{cfg.normalisation}"
+    bf16 = resolve_precision(cfg.precision, device) == "bf16"
+    f_need = cache.get(
+        key,
+        lambda: encoder_features(
+            make_encoder(), tiles, idx, normalize, cfg.pool, cfg.eval_batch, device, bf16, progress
+        ),
+    )
+    feats = torch.zeros(len(tiles), f_need.shape[1])
+    feats[idx] = f_need
+    return feats
+
+
+FT_KEYS = (
+    "lr",
+    "epoch",
+    "epochs",
+    "n_fit",
+    "n_val",
+    "val_accuracy",
+    "final_train_loss",
+    "trials",
+)  # what a fine-tuning records
+
+
+def evaluate_one(
+    strategy: str,
+    labelled,
+    test,
+    feats,
+    make_encoder,
+    tiles,
+    normalize,
+    cfg: Config,
+    seed: int,
+    frac,
+    device,
+    progress: bool,
+) -> tuple:
+    "Test probabilities of one evaluation (`strategy` on the `labelled` tiles) and what it records besides metrics."
+    k = len(tiles.classes)
+    if strategy == "linear" and cfg.probe_method == "lbfgs":
+        args = (cfg.probe_wds, cfg.probe_folds, seed, cfg.probe_iters)
+        probs, info = logistic_probe(feats[labelled], tiles.labels[labelled], feats[test], k, *args)
+        return probs, dict(probe_method="lbfgs", probe=info)
+    if strategy == "linear":
+        args = (cfg.probe_epochs, cfg.probe_lr, cfg.probe_wd, cfg.probe_batch, cfg.probe_schedule, seed)
+        return linear_probe(feats[labelled], tiles.labels[labelled], feats[test], k, *args), dict(probe_method="sgd")
+    if strategy == "knn":
+        return knn_predict(feats[labelled], tiles.labels[labelled], feats[test], k, cfg.knn_k, cfg.knn_t), {}
+    r = finetune(make_encoder, tiles, labelled, test, normalize, cfg, seed, device, progress, frac, feats)
+    return r["probs"], {key: r[key] for key in FT_KEYS}
+
+
 def evaluate_encoder(
     make_encoder,
     encoder_key: str,
@@ -563,7 +648,6 @@ def evaluate_encoder(
     """Run `cfg.evaluations` x `cfg.fractions` x `cfg.seeds`; `make_encoder()` returns a fresh encoder. -> (records,
     predictions)."""
     device = resolve_device(cfg.device)
-    cache = cache or FeatureCache()
     train, test = np.asarray(split["train"]), np.asarray(split["test"])
     check_bands(make_encoder(), tiles)
     records, preds = [], []
@@ -571,86 +655,35 @@ def evaluate_encoder(
     feats = None
     if {"linear", "knn"} & set(cfg.evaluations) or ("finetune" in cfg.evaluations and cfg.ft_head_init == "probe"):
         need = np.union1d(train, test)  # only the tiles of this split
-        need_sha = hashlib.sha1(need.tobytes()).hexdigest()
-        key = f"{encoder_key}|{tiles.fingerprint}|{need_sha}|{cfg.pool}|{cfg.normalisation}"
-        f_need = cache.get(
-            key,
-            lambda: encoder_features(
-                make_encoder(),
-                tiles,
-                need,
-                normalize,
-                cfg.pool,
-                cfg.eval_batch,
-                device,
-                resolve_precision(cfg.precision, device) == "bf16",
-                progress,
-            ),
+        feats = cached_features(
+            make_encoder, encoder_key, tiles, need, normalize, cfg, cache or FeatureCache(), device, progress
         )
-        feats = torch.zeros(len(tiles), f_need.shape[1])
-        feats[need] = f_need
     for strategy, frac, seed in progress_bar(jobs, desc="evaluations", disable=not progress):
         labelled = label_fraction(train, tiles.labels, frac, seed=seed, method=cfg.fraction_method)
         t0 = time.time()
-        extra = dict(pool=cfg.pool)
-        if strategy == "linear" and cfg.probe_method == "lbfgs":
-            probs, info = logistic_probe(
-                feats[labelled],
-                tiles.labels[labelled],
-                feats[test],
-                len(tiles.classes),
-                cfg.probe_wds,
-                cfg.probe_folds,
-                seed,
-                cfg.probe_iters,
-            )
-            extra.update(probe_method="lbfgs", probe=info)
-        elif strategy == "linear":
-            probs = linear_probe(
-                feats[labelled],
-                tiles.labels[labelled],
-                feats[test],
-                len(tiles.classes),
-                cfg.probe_epochs,
-                cfg.probe_lr,
-                cfg.probe_wd,
-                cfg.probe_batch,
-                cfg.probe_schedule,
-                seed,
-            )
-            extra.update(probe_method="sgd")
-        elif strategy == "knn":
-            probs = knn_predict(
-                feats[labelled], tiles.labels[labelled], feats[test], len(tiles.classes), cfg.knn_k, cfg.knn_t
-            )
-        else:
-            r = finetune(make_encoder, tiles, labelled, test, normalize, cfg, seed, device, progress, frac, feats)
-            probs = r["probs"]
-            extra.update(
-                {
-                    k: r[k]
-                    for k in ("lr", "epoch", "epochs", "n_fit", "n_val", "val_accuracy", "final_train_loss", "trials")
-                }
-            )
+        probs, extra = evaluate_one(
+            strategy, labelled, test, feats, make_encoder, tiles, normalize, cfg, seed, frac, device, progress
+        )
         m = classification_metrics(tiles.labels[test], probs.argmax(1), tiles.classes)
+        name = STRATEGY_NAMES[(cfg.init, strategy)]
         records.append(
             dict(
                 strategy=strategy,
                 init=cfg.init,
-                name=STRATEGY_NAMES[(cfg.init, strategy)],
+                name=name,
                 fraction=frac,
                 seed=seed,
                 n_train=int(len(labelled)),
                 **m,
                 seconds=time.time() - t0,
+                pool=cfg.pool,
                 **extra,
             )
         )
         preds.append((strategy, frac, seed, probs))
         if progress:
             print(
-                f"{STRATEGY_NAMES[(cfg.init, strategy)]:>22s} @ {frac:>5.0%} (seed {seed}, {len(labelled)} labels): "
-                f"accuracy {m['accuracy']:.4f}",
+                f"{name:>22s} @ {frac:>5.0%} (seed {seed}, {len(labelled)} labels): accuracy {m['accuracy']:.4f}",
                 flush=True,
             )
     return records, preds

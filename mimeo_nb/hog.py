@@ -111,6 +111,43 @@ def _auto_chunk(x: torch.Tensor) -> int:
 
 
 @torch.no_grad()
+def _vote_chunk(p, gradient: str, bins: int, binning: str, weight, base, float_index: bool, ws: tuple, out) -> None:
+    """Add the votes of the band planes `p` `[n, H, W]` to the slots `out` `[n, cells * slots]`; `ws` is the reused
+    workspace (row gradient, column gradient, angle, index)."""
+    n = p.shape[0]
+    gr, gc, a, idx = (w[:n] for w in ws)
+    _gradients_into(p, gradient, gr, gc)
+    torch.atan2(gr, gc, out=a).mul_(bins / math.pi)  # signed orientation in bin units, [-bins, bins]
+    mag = gr.mul_(gr).addcmul_(gc, gc).sqrt_()  # |g| (in g_row's buffer)
+    if weight is not None:
+        mag.mul_(weight)
+    if binning == "linear":
+        a.sub_(0.5)  # bin k's centre sits at k + 0.5
+    low = torch.floor(a, out=gc)
+    if binning == "linear":
+        w_high = a.sub_(low).mul_(mag)  # the upper neighbour's share of the vote
+    if float_index:
+        idx.copy_(low.view(n, -1).add_(base))
+    else:
+        idx.copy_(low.view(n, -1)).add_(base)
+    if binning == "hard":
+        out.scatter_add_(1, idx, mag.view(n, -1))
+    else:
+        out.scatter_add_(1, idx, mag.sub_(w_high).view(n, -1))
+        out.scatter_add_(1, idx.add_(1), w_high.view(n, -1))
+
+
+def _fold_slots(ext, bins: int, cell: int, normalize: bool, eps: float):
+    "Slots `[B, C, Hc, Wc, 2 bins + 2]` -> histograms `[B, C, Hc, Wc, bins]`: slot j is bin (j - bins - 1) mod bins."
+    out = ext[..., 1 : bins + 1] + ext[..., bins + 1 : 2 * bins + 1]
+    out[..., bins - 1] += ext[..., 0]
+    out[..., 0] += ext[..., 2 * bins + 1]
+    out.div_(cell * cell)
+    if normalize:
+        out.mul_(torch.linalg.vector_norm(out, dim=-1, keepdim=True).square_().add_(eps**2).rsqrt_())
+    return out
+
+
 def hog(
     x: torch.Tensor,
     bins: int = 9,
@@ -132,12 +169,8 @@ def hog(
     out_dtype, dev = x.dtype, x.device
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
-    Hc, Wc, n_planes, S = (
-        H // cell,
-        W // cell,
-        B * C,
-        2 * bins + 2,
-    )  # S slots per cell: bins unfolded over [-180°, 180°]
+    Hc, Wc, n_planes = H // cell, W // cell, B * C
+    S = 2 * bins + 2  # slots per cell: bins unfolded over [-180°, 180°]
     planes = x.reshape(n_planes, H, W).contiguous()
     weight = gaussian_window_weights(gaussian_window, H, W, x.dtype, dev) if gaussian_window else None
     cell_of = (torch.arange(H, device=dev) // cell)[:, None] * Wc + (torch.arange(W, device=dev) // cell)[None, :]
@@ -147,39 +180,11 @@ def hog(
         base = base.to(x.dtype)
     ext = torch.zeros(n_planes, Hc * Wc * S, dtype=x.dtype, device=dev)
     step = min(chunk or _auto_chunk(x), n_planes)
-    g_row, g_col, ang = (torch.empty(step, H, W, dtype=x.dtype, device=dev) for _ in range(3))  # reused workspace
-    index = torch.empty(step, H * W, dtype=torch.long, device=dev)
+    ws = tuple(torch.empty(step, H, W, dtype=x.dtype, device=dev) for _ in range(3))  # row, column gradient, angle
+    ws += (torch.empty(step, H * W, dtype=torch.long, device=dev),)
     for s in range(0, n_planes, step):  # chunks of band planes, not samples (one pass on a GPU)
-        p = planes[s : s + step]
-        n = p.shape[0]
-        gr, gc, a, idx = g_row[:n], g_col[:n], ang[:n], index[:n]
-        _gradients_into(p, gradient, gr, gc)
-        torch.atan2(gr, gc, out=a).mul_(bins / math.pi)  # signed orientation in bin units, [-bins, bins]
-        mag = gr.mul_(gr).addcmul_(gc, gc).sqrt_()  # |g| (in g_row's buffer)
-        if weight is not None:
-            mag.mul_(weight)
-        if binning == "linear":
-            a.sub_(0.5)  # bin k's centre sits at k + 0.5
-        low = torch.floor(a, out=gc)
-        if binning == "linear":
-            w_high = a.sub_(low).mul_(mag)  # the upper neighbour's share of the vote
-        if float_index:
-            idx.copy_(low.view(n, -1).add_(base))
-        else:
-            idx.copy_(low.view(n, -1)).add_(base)
-        if binning == "hard":
-            ext[s : s + n].scatter_add_(1, idx, mag.view(n, -1))
-        else:
-            ext[s : s + n].scatter_add_(1, idx, mag.sub_(w_high).view(n, -1))
-            ext[s : s + n].scatter_add_(1, idx.add_(1), w_high.view(n, -1))
-    ext = ext.view(B, C, Hc, Wc, S)  # fold slot j into bin (j - bins - 1) mod bins
-    out = ext[..., 1 : bins + 1] + ext[..., bins + 1 : 2 * bins + 1]
-    out[..., bins - 1] += ext[..., 0]
-    out[..., 0] += ext[..., 2 * bins + 1]
-    out.div_(cell * cell)
-    if normalize:
-        out.mul_(torch.linalg.vector_norm(out, dim=-1, keepdim=True).square_().add_(eps**2).rsqrt_())
-    return out.to(out_dtype)
+        _vote_chunk(planes[s : s + step], gradient, bins, binning, weight, base, float_index, ws, ext[s : s + step])
+    return _fold_slots(ext.view(B, C, Hc, Wc, S), bins, cell, normalize, eps).to(out_dtype)
 
 # %% ../nbs/01_hog.ipynb #fb4caeec
 class HOG(nn.Module):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import check_choice, check_int
 from .data import BAND_NAMES, SSL4EO, SSL4EO_FILES, atomic_write_text, load_ssl4eo, progress_bar
 from .data import sample_generator
 
@@ -113,40 +114,9 @@ def _append(path: Path, rows: list) -> int:
     return path.stat().st_size
 
 # %% ../nbs/00a_pack.ipynb #d2fb9ab9
-def pack_ssl4eo(
-    src,
-    dest,
-    grid: int = 264,
-    scenes_per_shard: int = 256,
-    on_error: str = "skip",
-    workers: int = 0,
-    progress: bool = True,
-) -> dict:
-    """Pack the SSL4EO-S12 Sentinel-2 folder `src` (`<location>/<scene>/B*.tif`) into `dest`: `uint16` shards `[n, 13,
-    grid, grid]`, `samples.tsv`, `skipped.tsv` and `index.json` (with each shard's SHA-256). Resumes an interrupted pack
-    into the same `dest`. Bad scenes are skipped and reported (`on_error="skip"`) or stop the pack (`"raise"`). -> the
-    index."""
-    if on_error not in ("skip", "raise"):
-        raise ValueError(f"on_error={on_error!r}; allowed: 'skip', 'raise'")
-    for k, v in dict(grid=grid, scenes_per_shard=scenes_per_shard).items():
-        if not (isinstance(v, int) and v >= 1):
-            raise ValueError(f"{k}={v!r}; expected an integer >= 1")
-    if not (isinstance(workers, int) and workers >= 0):
-        raise ValueError(f"workers={workers!r}; expected an integer >= 0")
-    src, dest = Path(src).expanduser().resolve(), Path(dest).expanduser()
-    found = load_ssl4eo(src, size=1, on_error=on_error) if src.is_dir() else None
-    if found is None:
-        raise ValueError(f"SSL4EO source {str(src)!r} is not a folder")
-    scenes = [(sc.parent.name, sc) for loc in found.scenes for sc in loc]
-    settings = dict(
-        format=PACK_FORMAT,
-        src=str(src),
-        grid=grid,
-        scenes_per_shard=scenes_per_shard,
-        bands=list(BAND_NAMES),
-        dtype="uint16",
-        scenes=len(scenes),
-    )
+def _open_pack(dest: Path, settings: dict, skipped: list) -> dict:
+    """The index of the pack in `dest` made with `settings` (a new one for an empty folder), with what an interruption
+    left behind removed: partial and unlisted shards, table rows past what the index vouches for."""
     idx_file = dest / "index.json"
     if idx_file.is_file():
         index = json.loads(idx_file.read_text())
@@ -170,32 +140,35 @@ def pack_ssl4eo(
             f.unlink()  # renamed, but the index never vouched for it
     _cut(dest / "samples.tsv", index["samples_bytes"], "location\tseason\tshard\toffset\n")
     _cut(dest / "skipped.tsv", index["skipped_bytes"], "scene\treason\n")
-    if index["done"] == 0 and found.skipped:
-        index["skipped_bytes"] = _append(dest / "skipped.tsv", [list(s) for s in found.skipped])
+    if index["done"] == 0 and skipped:
+        index["skipped_bytes"] = _append(dest / "skipped.tsv", [list(s) for s in skipped])
+    return index
 
-    def commit(buf, rows, bad, pos):
-        if buf:
-            k = len(index["shards"])
-            name = f"shard-{k:05d}.npy"
-            tmp = dest / f".{name}.partial"
-            with open(tmp, "wb") as f:
-                np.save(f, np.stack(buf))
-                f.flush()
-                os.fsync(f.fileno())
-            index["shards"].append(dict(file=name, scenes=len(buf), bytes=tmp.stat().st_size, sha256=file_sha256(tmp)))
-            os.replace(tmp, dest / name)
-            index["samples_bytes"] = _append(
-                dest / "samples.tsv", [[loc, sc, k, i] for i, (loc, sc) in enumerate(rows)]
-            )
-        if bad:
-            index["skipped_bytes"] = _append(dest / "skipped.tsv", bad)
-        index["done"] = pos
-        atomic_write_text(idx_file, json.dumps(index, indent=1))
 
+def _commit_shard(dest: Path, index: dict, buf: list, rows: list, bad: list, pos: int) -> None:
+    """Write the scenes `buf` as the next shard (partial file, fsync, checksum, rename), their `rows` to `samples.tsv`, the
+    `bad` scenes to `skipped.tsv`, and the index saying `pos` scenes are done."""
+    if buf:
+        k = len(index["shards"])
+        name = f"shard-{k:05d}.npy"
+        tmp = dest / f".{name}.partial"
+        with open(tmp, "wb") as f:
+            np.save(f, np.stack(buf))
+            f.flush()
+            os.fsync(f.fileno())
+        index["shards"].append(dict(file=name, scenes=len(buf), bytes=tmp.stat().st_size, sha256=file_sha256(tmp)))
+        os.replace(tmp, dest / name)
+        index["samples_bytes"] = _append(dest / "samples.tsv", [[loc, sc, k, i] for i, (loc, sc) in enumerate(rows)])
+    if bad:
+        index["skipped_bytes"] = _append(dest / "skipped.tsv", bad)
+    index["done"] = pos
+    atomic_write_text(dest / "index.json", json.dumps(index, indent=1))
+
+
+def _pack_scenes(dest: Path, index: dict, scenes: list, grid: int, per_shard: int, on_error: str, workers: int, progress):
+    "Read the scenes not yet packed (in order, `workers` processes) and commit them shard by shard."
     todo = [(str(sc), grid) for _, sc in scenes[index["done"] :]]
-    bar = progress_bar(
-        total=len(scenes), initial=index["done"], desc="packing SSL4EO-S12", unit="scene", disable=not progress
-    )
+    bar = progress_bar(total=len(scenes), initial=index["done"], desc="packing SSL4EO-S12", unit="scene", disable=not progress)
     pool = Pool(workers) if workers else None
     try:
         reads = pool.imap(_read_star, todo, chunksize=4) if pool else map(_read_star, todo)
@@ -204,26 +177,56 @@ def pack_ssl4eo(
             loc, sc = scenes[pos]
             pos += 1
             bar.update()
+            if x is None and on_error == "raise":
+                raise ValueError(f"SSL4EO scene {str(sc)!r} cannot be packed: {why}")
             if x is None:
-                if on_error == "raise":
-                    raise ValueError(f"SSL4EO scene {str(sc)!r} cannot be packed: {why}")
                 bad.append([str(sc), why])
             else:
                 buf.append(x)
                 rows.append((loc, sc.name))
-            if len(buf) == scenes_per_shard:
-                commit(buf, rows, bad, pos)
+            if len(buf) == per_shard:
+                _commit_shard(dest, index, buf, rows, bad, pos)
                 buf, rows, bad = [], [], []
-        commit(buf, rows, bad, pos)
+        _commit_shard(dest, index, buf, rows, bad, pos)
     finally:
         bar.close()
         if pool:
             pool.terminate()
+
+
+def pack_ssl4eo(
+    src,
+    dest,
+    grid: int = 264,
+    scenes_per_shard: int = 256,
+    on_error: str = "skip",
+    workers: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Pack the SSL4EO-S12 Sentinel-2 folder `src` (`<location>/<scene>/B*.tif`) into `dest`: `uint16` shards `[n, 13,
+    grid, grid]`, `samples.tsv`, `skipped.tsv` and `index.json` (with each shard's SHA-256). Resumes an interrupted pack
+    into the same `dest`. Bad scenes are skipped and reported (`on_error="skip"`) or stop the pack (`"raise"`). -> the
+    index."""
+    check_choice("on_error", on_error, ("skip", "raise"))
+    check_int("grid", grid)
+    check_int("scenes_per_shard", scenes_per_shard)
+    check_int("workers", workers, 0)
+    src, dest = Path(src).expanduser().resolve(), Path(dest).expanduser()
+    found = load_ssl4eo(src, size=1, on_error=on_error) if src.is_dir() else None
+    if found is None:
+        raise ValueError(f"SSL4EO source {str(src)!r} is not a folder")
+    scenes = [(sc.parent.name, sc) for loc in found.scenes for sc in loc]
+    settings = dict(format=PACK_FORMAT, src=str(src), grid=grid, scenes_per_shard=scenes_per_shard, bands=list(BAND_NAMES),
+                    dtype="uint16", scenes=len(scenes))
+    index = _open_pack(dest, settings, found.skipped)
+    if index["complete"]:
+        return index
+    _pack_scenes(dest, index, scenes, grid, scenes_per_shard, on_error, workers, progress)
     n_bad = sum(1 for _ in open(dest / "skipped.tsv")) - 1
     if not index["shards"]:
         raise ValueError(f"no scene of {src} could be packed: all {n_bad} left out, reasons in {dest / 'skipped.tsv'}")
     index["complete"] = True
-    atomic_write_text(idx_file, json.dumps(index, indent=1))
+    atomic_write_text(dest / "index.json", json.dumps(index, indent=1))
     if n_bad:
         warnings.warn(f"pack_ssl4eo left out {n_bad} scene(s); reasons in {dest / 'skipped.tsv'}")
     return index

@@ -14,6 +14,7 @@ import torch
 import mimeo_nb
 from .config import Config, make_config, run_id, pretrain_id, PROFILES, FRACTIONS, RAW_A, HOG_C, RUN_FILES
 from .config import SWEEP_LOG, run_finished
+from .checks import check_choice, check_int
 from .config import check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
@@ -24,9 +25,9 @@ from .train import PretrainData, checkpoint_dir, make_split, model_from_config, 
 from .train import resolve_precision
 
 # %% auto #0
-__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RUN_PARAMETERS', 'git_state', 'device_name', 'provenance',
-           'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_study', 'default_runs_dir',
-           'record_sweep', 'kernel_env', 'run_report', 'main']
+__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RGB_ABLATIONS', 'RUN_PARAMETERS', 'git_state',
+           'device_name', 'provenance', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit',
+           'run_study', 'default_runs_dir', 'record_sweep', 'kernel_env', 'run_report', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -326,6 +327,10 @@ DRAWS = [42, 43, 44]  # label draws (and training seeds) of the main comparison
 RGB_LRS = [3e-4, 1e-3]  # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
 RGB_FT_EPOCHS = 2  # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
 RGB_ABLATION_EPOCHS = 2  # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
+# the RGB ablations (target, variant, mask): normalisation A-F and RAW+HOG at mask 0.7, masking 0.5 and 0.2 for A, C, D
+RGB_ABLATIONS = [("raw", "A", 0.7), ("hog", "C", 0.7), ("raw", "B", 0.7), ("hog", "D", 0.7), ("hog", "E", 0.7)]
+RGB_ABLATIONS += [("hog", "F", 0.7), ("raw+hog", "AC", 0.7)]
+RGB_ABLATIONS += [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D"))]
 
 
 def study_grid(fractions=None, profile: str = "cpu") -> list:
@@ -348,32 +353,33 @@ def study_grid(fractions=None, profile: str = "cpu") -> list:
     return grid
 
 
+def _rgb_ablation_units(epochs: int) -> list:
+    "The RGB ablations as units: each pre-trains `epochs` epochs, then probes (linear, k-NN) at 100 % labels."
+    units = []
+    for t, v, m in RGB_ABLATIONS:
+        e = dict(target=t, variant=v, mask=m, epochs=epochs)
+        name = f"probe-{t.replace('+', '')}-{v}-m{m:g}-e{epochs}"
+        units.append((name, dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1])))
+    return units
+
+
 def rgb_grid(profile: str = "cpu-rgb") -> list:
     """The full-size RGB study as resumable units (one pre-training, the probes of one encoder, or one fine-tuning at
     one fraction and draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its
     validation tiles. `cpu-rgb` fine-tunes `RGB_FT_EPOCHS` and pre-trains the ablations `RGB_ABLATION_EPOCHS`; `gpu-rgb`
     keeps its profile's budget throughout."""
-    if profile not in ("cpu-rgb", "gpu-rgb"):
-        raise ValueError(f"profile={profile!r}; allowed: 'cpu-rgb', 'gpu-rgb'")
+    check_choice("profile", profile, ("cpu-rgb", "gpu-rgb"))
     cpu = profile == "cpu-rgb"
     ft_epochs, abl_epochs = (
         (RGB_FT_EPOCHS, RGB_ABLATION_EPOCHS) if cpu else (PROFILES[profile]["ft_epochs"], PROFILES[profile]["epochs"])
     )
-    enc = {
-        "random": dict(init="random"),
-        "raw-A": dict(RAW_A),
-        "hog-C": dict(HOG_C),
-    }
+    enc = {"random": dict(init="random"), "raw-A": dict(RAW_A), "hog-C": dict(HOG_C)}
     grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
-    grid += [
-        (f"probe-{k}", dict(e, evaluations=["linear", "knn"], fractions=list(FRACTIONS), seeds=DRAWS))
-        for k, e in enc.items()
-    ]
+    probes = dict(evaluations=["linear", "knn"], fractions=list(FRACTIONS), seeds=DRAWS)
+    grid += [(f"probe-{k}", dict(e, **probes)) for k, e in enc.items()]
     ft = dict(evaluations=["finetune"], **({"ft_epochs": ft_epochs} if cpu else {}))
-    grid += [
-        (f"finetune-{k}-lrsearch", dict(e, **ft, fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS))
-        for k, e in enc.items()
-    ]
+    search = dict(fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS)
+    grid += [(f"finetune-{k}-lrsearch", dict(e, **ft, **search)) for k, e in enc.items()]
     # cheapest and most label-starved first, so that every finished stretch of the sweep completes comparisons across
     # the three encoders
     draws = [(0.01, s) for s in DRAWS] + [(0.1, s) for s in DRAWS[1:]] + [(1.0, DRAWS[0]), (0.5, DRAWS[0])]
@@ -382,34 +388,9 @@ def rgb_grid(profile: str = "cpu-rgb") -> list:
         for f, s in draws
         for k, e in enc.items()
     ]
-    grid.append(
-        (
-            "finetune-random-f1-s42-long",
-            dict(
-                enc["random"],
-                **{**ft, "ft_epochs": 2 * ft_epochs},
-                fractions=[1.0],
-                seeds=DRAWS[:1],
-                ft_lr="lr-of:finetune-random-lrsearch",
-            ),
-        )
-    )
-    ablations = [
-        ("raw", "A", 0.7),
-        ("hog", "C", 0.7),
-        ("raw", "B", 0.7),
-        ("hog", "D", 0.7),
-        ("hog", "E", 0.7),
-        ("hog", "F", 0.7),
-        ("raw+hog", "AC", 0.7),
-    ] + [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D"))]
-    for t, v, m in ablations:
-        e = dict(target=t, variant=v, mask=m, epochs=abl_epochs)
-        name = f"{t.replace('+', '')}-{v}-m{m:g}-e{abl_epochs}"
-        grid.append(
-            (f"probe-{name}", dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1]))
-        )  # pre-trains, then probes
-    return grid
+    long = dict(enc["random"], **{**ft, "ft_epochs": 2 * ft_epochs}, fractions=[1.0], seeds=DRAWS[:1])
+    grid.append(("finetune-random-f1-s42-long", dict(long, ft_lr="lr-of:finetune-random-lrsearch")))
+    return grid + _rgb_ablation_units(abl_epochs)
 
 # %% ../nbs/07_study.ipynb #5b5fbd89
 RUN_PARAMETERS = (
@@ -449,6 +430,48 @@ def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: st
     return ov
 
 
+class _Units:
+    "The study's grid for one profile, data and output folder: each unit's overrides and run folder."
+
+    def __init__(self, profile: str, data_dir: str, out_dir: str, extra: dict, fingerprint: str):
+        self.profile, self.data_dir, self.out_dir, self.fingerprint = profile, data_dir, out_dir, fingerprint
+        given = {k: v for k, v in extra.items() if k != "fractions"}
+        self.grid = {n: {**o, **given} for n, o in study_grid(extra.get("fractions"), profile)}
+
+    def __call__(self, name: str) -> tuple:
+        "(overrides, run folder) of unit `name`, or (None, None) while a unit it depends on is unfinished."
+        ov = resolve_unit(name, self.grid, self.profile, self.data_dir, self.out_dir, self.fingerprint)
+        if ov is None:
+            return None, None
+        cfg = make_config(self.profile, data_dir=self.data_dir, out_dir=self.out_dir, **ov)
+        return ov, Path(self.out_dir) / run_id(cfg, self.fingerprint)
+
+
+def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock) -> str:
+    "Execute `nbs/run.ipynb` for one unit (after any PAUSE file is gone) and add its wall time to the sweep log."
+    import papermill as pm
+
+    ov, d = units(name)
+    if ov is None:
+        raise ValueError(
+            f"unit {name!r} needs the learning rate an earlier unit chooses, which is not finished: run with jobs=1"
+        )
+    while (Path(units.out_dir) / "_checkpoints" / "PAUSE").exists():
+        time.sleep(10)  # a pause between units costs no unit any time
+    t0 = time.time()
+    pm.execute_notebook(
+        str(root / "nbs" / "run.ipynb"),
+        str(Path(units.out_dir) / "_checkpoints" / "notebooks" / f"{name}-{d.name}.ipynb"),
+        kernel_name=kernel,
+        cwd=str(root),
+        parameters=run_params(ov, units.profile, units.data_dir, units.out_dir),
+        progress_bar=False,
+    )
+    with lock:
+        record_sweep(units.out_dir, units.profile, 1, time.time() - t0, jobs)
+    return name
+
+
 def run_study(
     profile: str = "cpu",
     data_dir: str = "",
@@ -462,14 +485,13 @@ def run_study(
 ) -> list:
     """Run the study's grid for `profile` (skipping finished runs) through papermill, `jobs` at a time, then the report.
     Returns the run folders."""
-    import papermill as pm, threading
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     root = repo_root()
     if root is None:
         raise ValueError("run_study needs the repository (nbs/run.ipynb); run it from inside a clone")
-    if not (isinstance(jobs, int) and jobs >= 1):
-        raise ValueError(f"jobs={jobs!r}; allowed: an integer >= 1")
+    check_int("jobs", jobs)
     extra = extra or {}
     check_fields(extra)
     names = [n for n, _ in study_grid(profile=profile)]
@@ -477,62 +499,21 @@ def run_study(
         raise ValueError(f"only={sorted(unknown)}; allowed: {names}")
     out_dir = str(Path(out_dir or default_runs_dir(profile)).resolve())
     data_dir = str(Path(data_dir).resolve()) if data_dir else str(find_eurosat())
-    tiles = load_eurosat(data_dir, progress=progress)
-    grid = {
-        n: {**o, **{k: v for k, v in extra.items() if k != "fractions"}}
-        for n, o in study_grid(extra.get("fractions"), profile)
-    }
-
-    def unit(name):  # (overrides, run folder), or (None, None) while a unit it depends on is unfinished
-        ov = resolve_unit(name, grid, profile, data_dir, out_dir, tiles.fingerprint)
-        if ov is None:
-            return None, None
-        return ov, Path(out_dir) / run_id(
-            make_config(profile, data_dir=data_dir, out_dir=out_dir, **ov), tiles.fingerprint
-        )
-
-    selected = [n for n in grid if not only or n in only]
-    todo = [n for n in selected if not run_finished(unit(n)[1] or "")]
-    nb_dir = Path(out_dir) / "_checkpoints" / "notebooks"
-    nb_dir.mkdir(parents=True, exist_ok=True)
+    units = _Units(profile, data_dir, out_dir, extra, load_eurosat(data_dir, progress=progress).fingerprint)
+    selected = [n for n in units.grid if not only or n in only]
+    todo = [n for n in selected if not run_finished(units(n)[1] or "")]
+    (Path(out_dir) / "_checkpoints" / "notebooks").mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
-
-    def one(name):
-        ov, d = unit(name)
-        if ov is None:
-            raise ValueError(
-                f"unit {name!r} needs the learning rate an earlier unit chooses, which is not finished: run with jobs=1"
-            )
-        while (Path(out_dir) / "_checkpoints" / "PAUSE").exists():
-            time.sleep(10)  # a pause between units costs no unit any time
-        t0 = time.time()
-        pm.execute_notebook(
-            str(root / "nbs" / "run.ipynb"),
-            str(nb_dir / f"{name}-{d.name}.ipynb"),
-            kernel_name=kernel,
-            cwd=str(root),
-            parameters=run_params(ov, profile, data_dir, out_dir),
-            progress_bar=False,
-        )
-        with lock:
-            record_sweep(out_dir, profile, 1, time.time() - t0, jobs)
-        return name
-
-    bar = progress_bar(
-        total=len(selected),
-        initial=len(selected) - len(todo),
-        desc=f"study ({profile})",
-        unit="run",
-        disable=not progress,
-    )
+    done = len(selected) - len(todo)
+    bar = progress_bar(total=len(selected), initial=done, desc=f"study ({profile})", unit="run", disable=not progress)
     with kernel_env(jobs), ThreadPoolExecutor(jobs) as pool:
-        for name in pool.map(one, todo):
+        for name in pool.map(lambda n: _run_unit(n, units, root, kernel, jobs, lock), todo):
             bar.update()
             bar.set_postfix_str(name)
     bar.close()
     if report:
         run_report(Path(out_dir).parent, kernel=kernel)
-    return [unit(n)[1] for n in selected]
+    return [units(n)[1] for n in selected]
 
 
 def default_runs_dir(profile: str) -> Path:
