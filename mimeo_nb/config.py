@@ -13,9 +13,9 @@ from .model import PRESETS, TARGETS, variant_settings
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'FRACTIONS', 'RAW_A', 'HOG_C', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'RUN_FILES',
-           'SWEEP_LOG', 'NOT_IN_ID', 'EVAL_FIELDS', 'Config', 'check_fields', 'make_config', 'repo_root',
-           'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'run_id', 'unit_label', 'config_parser',
-           'config_from_args']
+           'SWEEP_LOG', 'NOT_IN_ID', 'EVAL_FIELDS', 'LIST_ITEMS', 'Config', 'check_fields', 'make_config', 'repo_root',
+           'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'run_id', 'unit_label', 'parse_field',
+           'config_parser', 'config_from_args']
 
 # %% ../nbs/03a_config.ipynb #7fae7dc1
 EVALUATIONS = ("linear", "finetune", "knn")
@@ -189,6 +189,21 @@ class Config:
         "A validated copy with `overrides`; an unknown field name raises `ValueError` naming it."
         check_fields(overrides)
         return dataclasses.replace(self, **overrides).validate()
+
+    def to_json(self) -> str:
+        "The whole config as JSON (what the study hands to `nbs/run.ipynb`)."
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        "The validated `Config` of `to_json` output; `ValueError` naming what is wrong."
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise bad_value("config", text[:80], f"a JSON object of Config fields ({e})") from None
+        if not isinstance(d, dict):
+            raise bad_value("config", text[:80], "a JSON object of Config fields")
+        return cls.from_dict(d)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -384,23 +399,35 @@ def unit_label(cfg: Config) -> str:
     return label + ("-lrsearch" if len(cfg.ft_lrs) > 1 else "")
 
 # %% ../nbs/03a_config.ipynb #ec631a54
-def _parse_value(f, text: str):
-    typ = type(f.default) if f.default is not dataclasses.MISSING else list
-    if typ is list or f.default_factory is not dataclasses.MISSING:
-        items = [t for t in text.split(",") if t.strip()]
-        return [float(t) if f.name == "fractions" else int(t) if f.name == "seeds" else t.strip() for t in items]
+LIST_ITEMS = dict(evaluations=str, fractions=float, seeds=int, probe_wds=float, ft_lrs=float)  # the list fields' items
+
+
+def parse_field(name: str, value):
+    """The value of the `Config` field `name` from `value`: text is read by the field's type (a list as comma-separated
+    values or JSON, a boolean as true/false/yes/no/1/0); anything else is returned as it is."""
+    check_fields([name])
+    if name in LIST_ITEMS and not isinstance(value, (str, list, tuple)):
+        return [LIST_ITEMS[name](value)]  # one item, e.g. papermill's -p seeds 42
+    if not isinstance(value, str):
+        return value
+    text, typ = value.strip(), type(next(f.default for f in fields(Config) if f.name == name))
+    if name in LIST_ITEMS:
+        kind = LIST_ITEMS[name]
+        try:
+            items = json.loads(text) if text.startswith("[") else [t.strip() for t in text.split(",") if t.strip()]
+            return [kind(t) for t in items]
+        except ValueError:
+            raise bad_value(name, value, f"comma-separated values of type {kind.__name__}") from None
+    if typ is bool and text.lower() in ("1", "true", "yes", "0", "false", "no"):
+        return text.lower() in ("1", "true", "yes")
     if typ is bool:
-        if text.lower() in ("1", "true", "yes"):
-            return True
-        if text.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(f"{f.name}={text!r}; allowed: true or false")
+        raise bad_value(name, value, "true or false")
     try:
         return typ(text)
     except ValueError:
-        raise ValueError(f"{f.name}={text!r}; allowed: a value of type {typ.__name__}") from None
+        raise bad_value(name, value, f"a value of type {typ.__name__}") from None
 
-
+# %% ../nbs/03a_config.ipynb #c0f1a2b3
 def config_parser(description: str = "") -> argparse.ArgumentParser:
     "An argument parser with one `--field` option per `Config` field (defaults: the profile's)."
     p = argparse.ArgumentParser(description=description)
@@ -408,11 +435,9 @@ def config_parser(description: str = "") -> argparse.ArgumentParser:
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=f.name.upper())
     return p
 
-
+# %% ../nbs/03a_config.ipynb #c0f1a2b4
 def config_from_args(args: argparse.Namespace) -> Config:
     "The validated `Config` of parsed `config_parser` arguments."
-    types = {f.name: f for f in fields(Config)}
-    given = {
-        k: _parse_value(types[k], v) for k, v in vars(args).items() if k in types and v is not None and k != "profile"
-    }
+    names = {f.name for f in fields(Config)} - {"profile"}
+    given = {k: parse_field(k, v) for k, v in vars(args).items() if k in names and v is not None}
     return make_config(args.profile or "cpu", **given)

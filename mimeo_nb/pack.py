@@ -165,10 +165,14 @@ def _commit_shard(dest: Path, index: dict, buf: list, rows: list, bad: list, pos
     atomic_write_text(dest / "index.json", json.dumps(index, indent=1))
 
 
-def _pack_scenes(dest: Path, index: dict, scenes: list, grid: int, per_shard: int, on_error: str, workers: int, progress):
+def _pack_scenes(
+    dest: Path, index: dict, scenes: list, grid: int, per_shard: int, on_error: str, workers: int, progress
+):
     "Read the scenes not yet packed (in order, `workers` processes) and commit them shard by shard."
     todo = [(str(sc), grid) for _, sc in scenes[index["done"] :]]
-    bar = progress_bar(total=len(scenes), initial=index["done"], desc="packing SSL4EO-S12", unit="scene", disable=not progress)
+    bar = progress_bar(
+        total=len(scenes), initial=index["done"], desc="packing SSL4EO-S12", unit="scene", disable=not progress
+    )
     pool = Pool(workers) if workers else None
     try:
         reads = pool.imap(_read_star, todo, chunksize=4) if pool else map(_read_star, todo)
@@ -216,8 +220,15 @@ def pack_ssl4eo(
     if found is None:
         raise ValueError(f"SSL4EO source {str(src)!r} is not a folder")
     scenes = [(sc.parent.name, sc) for loc in found.scenes for sc in loc]
-    settings = dict(format=PACK_FORMAT, src=str(src), grid=grid, scenes_per_shard=scenes_per_shard, bands=list(BAND_NAMES),
-                    dtype="uint16", scenes=len(scenes))
+    settings = dict(
+        format=PACK_FORMAT,
+        src=str(src),
+        grid=grid,
+        scenes_per_shard=scenes_per_shard,
+        bands=list(BAND_NAMES),
+        dtype="uint16",
+        scenes=len(scenes),
+    )
     index = _open_pack(dest, settings, found.skipped)
     if index["complete"]:
         return index

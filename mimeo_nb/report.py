@@ -226,84 +226,57 @@ def _pct(df: pd.DataFrame) -> pd.DataFrame:
     return df.rename(columns=lambda f: f"{f:.0%}")
 
 # %% ../nbs/07a_report.ipynb #e7300325
+def _h(title: str) -> list[str]:
+    "A heading (or lead-in line) and the blank line after it."
+    return [title, ""]
+
+
+def _img(alt: str, name: str) -> list[str]:
+    "A figure of `figures/` and the blank line after it."
+    return [f"![{alt}](figures/{name}.png)", ""]
+
+
 def lines_13band(runs: list, runs_dir, t: dict, findings: list) -> list[str]:
     "The README section of the 13-band study from its tables `t` and `findings`."
     std = ["Standard deviation over seeds:", "", markdown_table(_pct(strategies_table(runs, std=True)))]
-    head = ["## The 13-band study (EuroSAT-MS)", "", *describe(runs, runs_dir), "", "### Findings at this scale", ""]
-    return head + [
+    out = _h("## The 13-band study (EuroSAT-MS)") + [*describe(runs, runs_dir), ""] + _h("### Findings at this scale")
+    out += [
         "Whether the study's comparisons hold here, read off the tables below. " + resolution(runs),
         "",
         *findings,
         "",
-        "### The study's claims, tested",
-        "",
+    ]
+    out += _h("### The study's claims, tested") + _h(
         "McNemar's exact test on the same test tiles (per label draw where there are several; "
-        "a claim holds only if it holds in every draw). `diff` is A - B, `p` the largest per-draw p-value.",
-        "",
-        markdown_table(t["claims"], "{:.3g}"),
-        "### 5. Evaluation strategies x label fraction",
-        "",
-        "With 95 % intervals over the test tiles (or mean ± sd over label draws):",
-        "",
-        markdown_table(_pct(t["acc"]), "{}"),
-        markdown_table(_pct(beside(t["strat"], STUDY_STRATEGIES))),
-        *(std if t["multi_seed"] else []),
-        "![strategies](figures/f5_strategies.png)",
-        "",
-        "### 6. Ablations (100 % labels)",
-        "",
-        "Target normalisation (mask 0.7):",
-        "",
-        markdown_table(beside(t["norm"], STUDY_NORMALISATION)),
-        "Masking ratio (HOG C):",
-        "",
-        markdown_table(beside(t["mask"], STUDY_MASKING)),
-        "![normalisation](figures/f6_normalisation.png) ![masking](figures/f6_masking.png)",
-        "",
-        "### 4. Pre-training loss",
-        "",
+        "a claim holds only if it holds in every draw). `diff` is A - B, `p` the largest per-draw p-value."
+    )
+    out += [markdown_table(t["claims"], "{:.3g}"), *_h("### 5. Evaluation strategies x label fraction")]
+    out += _h("With 95 % intervals over the test tiles (or mean ± sd over label draws):")
+    out += [markdown_table(_pct(t["acc"]), "{}"), markdown_table(_pct(beside(t["strat"], STUDY_STRATEGIES)))]
+    out += (std if t["multi_seed"] else []) + _img("strategies", "f5_strategies")
+    return out + _lines_13band_more(t)
+
+
+def _lines_13band_more(t: dict) -> list[str]:
+    "The 13-band section after the main table: ablations, loss, per-class accuracy and the figures."
+    out = _h("### 6. Ablations (100 % labels)") + _h("Target normalisation (mask 0.7):")
+    out += [markdown_table(beside(t["norm"], STUDY_NORMALISATION)), *_h("Masking ratio (HOG C):")]
+    out += [markdown_table(beside(t["mask"], STUDY_MASKING))]
+    out += _h("![normalisation](figures/f6_normalisation.png) ![masking](figures/f6_masking.png)")
+    out += _h("### 4. Pre-training loss") + _h(
         "Final loss, masking ratio x variant. Losses of different targets are on different scales: standardised "
         "targets (A, C, E) have variance 1, unit-norm HOG cells (D) small entries, raw pixels (B) and raw HOG (F) the "
-        "data's own scale; "
-        "`nbs/03_model.ipynb` explains how the variants are read from the slides.",
-        "",
-        markdown_table(beside(t["loss"], STUDY_LOSS, "{:.3g}")),
-        "![loss curves](figures/f4_loss_curves.png)",
-        "",
-        "### 8. Per-class accuracy (%), fine-tuning",
-        "",
-        "100 % labels:",
-        "",
-        markdown_table(t["pc"][1.0]),
-        "10 % labels:",
-        "",
-        markdown_table(t["pc"][0.1]),
-        "### 7. Confusion matrices (fine-tuning)",
-        "",
-        "![confusion 100](figures/f7_confusion_100.png)",
-        "",
-        "![confusion 10](figures/f7_confusion_10.png)",
-        "",
-        "### 3. Reconstructions",
-        "",
-        "![variants](figures/f3_reconstructions_variants.png)",
-        "",
-        "![masks](figures/f3_reconstructions_masks.png)",
-        "",
-        "### 9. Misclassified tiles",
-        "",
-        "![hog](figures/f9_misclassified_hog.png)",
-        "",
-        "![raw](figures/f9_misclassified_raw.png)",
-        "",
-        "### 1-2. Bands, sample tiles, HOG",
-        "",
-        markdown_table(band_table().set_index("band"), "{}"),
-        "![tiles](figures/f1_sample_tiles.png)",
-        "",
-        "![hog](figures/f2_hog.png)",
-        "",
-    ]
+        "data's own scale; `nbs/03_model.ipynb` explains how the variants are read from the slides."
+    )
+    out += [markdown_table(beside(t["loss"], STUDY_LOSS, "{:.3g}")), *_img("loss curves", "f4_loss_curves")]
+    out += _h("### 8. Per-class accuracy (%), fine-tuning") + _h("100 % labels:") + [markdown_table(t["pc"][1.0])]
+    out += _h("10 % labels:") + [markdown_table(t["pc"][0.1])] + _h("### 7. Confusion matrices (fine-tuning)")
+    out += _img("confusion 100", "f7_confusion_100") + _img("confusion 10", "f7_confusion_10")
+    out += _h("### 3. Reconstructions") + _img("variants", "f3_reconstructions_variants")
+    out += _img("masks", "f3_reconstructions_masks") + _h("### 9. Misclassified tiles")
+    out += _img("hog", "f9_misclassified_hog") + _img("raw", "f9_misclassified_raw")
+    out += _h("### 1-2. Bands, sample tiles, HOG") + [markdown_table(band_table().set_index("band"), "{}")]
+    return out + _img("tiles", "f1_sample_tiles") + _img("hog", "f2_hog")
 
 # %% ../nbs/07a_report.ipynb #f3e923f4
 def report_13band(w: ReportWriter, runs: list, runs_dir) -> list[str]:
@@ -405,54 +378,40 @@ def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
 def lines_rgb(w: ReportWriter, main: list, runs_dir, t: dict, budget: str, notes: list, abl_lines: list) -> list[str]:
     "The README section of the RGB study."
     figs = ("rgb_f7_confusion_100", "rgb_f7_confusion_10", "rgb_f3_reconstructions", "rgb_f4_loss_curves")
-    return [
-        "## Full-size EuroSAT RGB (27,000 tiles): the study's evidence",
-        "",
-        f"- budget: {budget}",
-        *notes,
-        *describe(main, runs_dir)[:2],
-        "",
+    out = _h("## Full-size EuroSAT RGB (27,000 tiles): the study's evidence") + [f"- budget: {budget}", *notes]
+    out += [*describe(main, runs_dir)[:2], ""] + _h(
         "For context, the published EuroSAT RGB result: Helber et al. (2019), ResNet-50 fine-tuned from ImageNet, "
-        f"{HELBER_RGB:.2%} "
-        "with an 80/20 split. What differs here: a ViT-Tiny (5 M parameters) pre-trained for a few epochs on EuroSAT's "
-        "own 21,600 "
-        "training tiles on a 2-core CPU, against a ResNet-50 (25 M) pre-trained on ImageNet's 1.3 M images.",
-        "",
-        "### Targets",
-        "",
-        markdown_table(t["targets"], "{}"),
+        f"{HELBER_RGB:.2%} with an 80/20 split. What differs here: a ViT-Tiny (5 M parameters) pre-trained for a few "
+        "epochs on EuroSAT's own 21,600 training tiles on a 2-core CPU, against a ResNet-50 (25 M) pre-trained on "
+        "ImageNet's 1.3 M images."
+    )
+    out += _h("### Targets") + [markdown_table(t["targets"], "{}")]
+    out += _h(
         "### Evaluation strategies x label fraction (95 % interval over the 5,400 test tiles; "
-        "mean ± sd where there are several label draws)",
-        "",
-        "Cells read `ours [interval] (study)`.",
-        "",
-        markdown_table(_pct(t["acc"]), "{}"),
-        "![strategies](figures/rgb_f5_strategies.png)",
-        "",
-        "### The study's claims, tested",
-        "",
-        "McNemar's exact test on the same test tiles, per label draw; a claim holds only if it holds "
-        "(p < 0.05, A ahead) in every draw, is reversed if reversed in every draw, else it is not resolved. `diff` is "
-        "A - B (mean over "
-        "draws), `p` the largest per-draw p-value.",
-        "",
-        markdown_table(t["claims"], "{:.3g}"),
-        "### Pre-training quality on test tiles",
-        "",
-        "Masked-patch error of each head relative to predicting the mean target "
-        "(`mse_ratio` < 1: better than the mean), and the cosine similarity of prediction and target against the mean "
-        "target's.",
-        "",
-        markdown_table(t["quality"], "{:.4f}"),
-        *abl_lines,
-        "### Confusion matrices, reconstructions, pre-training loss",
-        "",
-        *[f"![{n}](figures/{n}.png)\n" for n in figs if f"figures/{n}.png" in w.written],
-        "### Compute per unit (seconds)",
-        "",
-        markdown_table(t["stages"], "{:.1f}"),
-        "",
-    ]
+        "mean ± sd where there are several label draws)"
+    )
+    out += _h("Cells read `ours [interval] (study)`.") + [markdown_table(_pct(t["acc"]), "{}")]
+    out += (
+        _img("strategies", "rgb_f5_strategies")
+        + _h("### The study's claims, tested")
+        + _h(
+            "McNemar's exact test on the same test tiles, per label draw; a claim holds only if it holds "
+            "(p < 0.05, A ahead) in every draw, is reversed if reversed in every draw, else it is not resolved. `diff` is "
+            "A - B (mean over draws), `p` the largest per-draw p-value."
+        )
+    )
+    out += (
+        [markdown_table(t["claims"], "{:.3g}")]
+        + _h("### Pre-training quality on test tiles")
+        + _h(
+            "Masked-patch error of each head relative to predicting the mean target (`mse_ratio` < 1: better than the "
+            "mean), and the cosine similarity of prediction and target against the mean target's."
+        )
+    )
+    out += [markdown_table(t["quality"], "{:.4f}"), *abl_lines]
+    out += _h("### Confusion matrices, reconstructions, pre-training loss")
+    out += [f"![{n}](figures/{n}.png)\n" for n in figs if f"figures/{n}.png" in w.written]
+    return out + _h("### Compute per unit (seconds)") + [markdown_table(t["stages"], "{:.1f}"), ""]
 
 # %% ../nbs/07a_report.ipynb #0230f135
 def report_rgb(w: ReportWriter, rgb_units: list, runs_dir, n_units: int) -> list[str]:

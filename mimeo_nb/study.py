@@ -13,7 +13,7 @@ import torch
 
 import mimeo_nb
 from .config import Config, make_config, run_id, pretrain_id, PROFILES, FRACTIONS, RAW_A, HOG_C, RUN_FILES
-from .config import SWEEP_LOG, run_finished
+from .config import SWEEP_LOG, parse_field, run_finished
 from .checks import check_choice, check_int
 from .config import check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
@@ -25,9 +25,9 @@ from .train import PretrainData, checkpoint_dir, make_split, model_from_config, 
 from .train import resolve_precision
 
 # %% auto #0
-__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RGB_ABLATIONS', 'RUN_PARAMETERS', 'git_state',
-           'device_name', 'provenance', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit',
-           'run_study', 'default_runs_dir', 'record_sweep', 'kernel_env', 'run_report', 'main']
+__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RGB_ABLATIONS', 'git_state', 'device_name', 'provenance',
+           'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_study', 'default_runs_dir',
+           'record_sweep', 'kernel_env', 'run_report', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -393,25 +393,9 @@ def rgb_grid(profile: str = "cpu-rgb") -> list:
     return grid + _rgb_ablation_units(abl_epochs)
 
 # %% ../nbs/07_study.ipynb #5b5fbd89
-RUN_PARAMETERS = (
-    "pretrain_data",
-    "target",
-    "variant",
-    "mask",
-    "epochs",
-    "evaluations",
-    "fractions",
-    "seeds",
-    "init",
-)  # run.ipynb's
-
-
-def run_params(cfg_overrides: dict, profile: str, data_dir: str, out_dir: str) -> dict:
-    "papermill parameters of `nbs/run.ipynb` for one grid entry."
-    check_fields(cfg_overrides)
-    named = {k: cfg_overrides[k] for k in RUN_PARAMETERS if k in cfg_overrides}
-    rest = {k: v for k, v in cfg_overrides.items() if k not in named}
-    return dict(profile=profile, data_dir=data_dir, out_dir=out_dir, overrides=json.dumps(rest), **named)
+def run_params(cfg: Config) -> dict:
+    "papermill parameters of `nbs/run.ipynb` for the run `cfg`: the whole config, once, as JSON."
+    return dict(config=cfg.to_json())
 
 
 def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: str, fingerprint: str) -> dict | None:
@@ -443,8 +427,11 @@ class _Units:
         ov = resolve_unit(name, self.grid, self.profile, self.data_dir, self.out_dir, self.fingerprint)
         if ov is None:
             return None, None
-        cfg = make_config(self.profile, data_dir=self.data_dir, out_dir=self.out_dir, **ov)
-        return ov, Path(self.out_dir) / run_id(cfg, self.fingerprint)
+        return ov, Path(self.out_dir) / run_id(self.config(ov), self.fingerprint)
+
+    def config(self, ov: dict) -> Config:
+        "The `Config` of a unit's overrides `ov`."
+        return make_config(self.profile, data_dir=self.data_dir, out_dir=self.out_dir, **ov)
 
 
 def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock) -> str:
@@ -459,14 +446,17 @@ def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock
     while (Path(units.out_dir) / "_checkpoints" / "PAUSE").exists():
         time.sleep(10)  # a pause between units costs no unit any time
     t0 = time.time()
-    pm.execute_notebook(
-        str(root / "nbs" / "run.ipynb"),
-        str(Path(units.out_dir) / "_checkpoints" / "notebooks" / f"{name}-{d.name}.ipynb"),
-        kernel_name=kernel,
-        cwd=str(root),
-        parameters=run_params(ov, units.profile, units.data_dir, units.out_dir),
-        progress_bar=False,
-    )
+    if root is None:  # an installed package without the notebooks: the run notebook's steps, in this process
+        Experiment(units.config(ov)).run()
+    else:
+        pm.execute_notebook(
+            str(root / "nbs" / "run.ipynb"),
+            str(Path(units.out_dir) / "_checkpoints" / "notebooks" / f"{name}-{d.name}.ipynb"),
+            kernel_name=kernel,
+            cwd=str(root),
+            parameters=run_params(units.config(ov)),
+            progress_bar=False,
+        )
     with lock:
         record_sweep(units.out_dir, units.profile, 1, time.time() - t0, jobs)
     return name
@@ -484,13 +474,13 @@ def run_study(
     jobs: int = 1,
 ) -> list:
     """Run the study's grid for `profile` (skipping finished runs) through papermill, `jobs` at a time, then the report.
-    Returns the run folders."""
+    Outside a clone of the repository (an installed package) each unit runs in this process instead. Returns the run
+    folders."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     root = repo_root()
-    if root is None:
-        raise ValueError("run_study needs the repository (nbs/run.ipynb); run it from inside a clone")
+    root = root if root and (root / "nbs" / "run.ipynb").is_file() else None
     check_int("jobs", jobs)
     extra = extra or {}
     check_fields(extra)
@@ -567,6 +557,12 @@ def run_report(results_dir="", kernel: str = "python3") -> Path:
 
     root = repo_root()
     results_dir = Path(results_dir or results_root()).resolve()
+    if (
+        root is None or not (root / "nbs" / "report.ipynb").is_file()
+    ):  # an installed package: the report's logic directly
+        from mimeo_nb.report import write_report
+
+        return write_report(results_dir).parent
     out = results_dir / "runs" / "_checkpoints" / "notebooks" / "report.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     with kernel_env():
@@ -622,12 +618,9 @@ def main(argv=None):
     if a.report_only:
         print(run_report(Path(a.out_dir).parent if a.out_dir else ""))
         return
-    extra = {}
-    for s in a.set:
-        if "=" not in s:
-            raise SystemExit(f"--set {s!r}: expected FIELD=VALUE")
-        k, v = s.split("=", 1)
-        extra[k] = json.loads(v) if v[:1] in "[{0123456789-" or v in ("true", "false") else v
+    if bad := [s for s in a.set if "=" not in s]:
+        raise SystemExit(f"--set {bad[0]!r}: expected FIELD=VALUE")
+    extra = {k: parse_field(k, v) for k, v in (s.split("=", 1) for s in a.set)}
     dirs = run_study(
         a.profile, a.data_dir, a.out_dir, [x for x in a.only.split(",") if x], not a.no_report, extra, jobs=a.jobs
     )
