@@ -449,8 +449,7 @@ def label_fraction(
     plain draw."""
     if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
         raise ValueError(f"fraction={fraction!r}; allowed: a number in (0, 1]")
-    if method not in ("stratified", "study"):
-        raise ValueError(f"method={method!r}; allowed: 'stratified', 'study'")
+    check_choice("method", method, ("stratified", "study"))
     train_idx, labels = np.asarray(train_idx), np.asarray(labels)
     y = labels[train_idx]
     if fraction == 1:
@@ -657,8 +656,7 @@ class SSL4EO(torch.utils.data.Dataset):
 def load_ssl4eo(root, size: int = 64, seed: int = 0, on_error: str = "raise", cache: bool = False) -> SSL4EO:
     """Index an SSL4EO-S12 Sentinel-2 folder (`<location>/<scene>/B*.tif`) as an `SSL4EO` dataset, validating every
     scene's band files."""
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error={on_error!r}; allowed: 'raise', 'skip'")
+    check_choice("on_error", on_error, ("raise", "skip"))
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ValueError(f"SSL4EO root {str(root)!r} is not a folder")

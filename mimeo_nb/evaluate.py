@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_choice
 from .config import Config, RUN_FILES
 from .data import TileSet, BandNormalize, progress_bar, label_fraction, atomic_write_text, _atomic_write_bytes
 from .masking import keyed_uniform
@@ -38,8 +39,7 @@ def prepare(x_raw, normalize: BandNormalize, img_size: int):
 
 def pool_tokens(tokens, pool: str = "cls"):
     "tokens: [B, 1 + L, D] -> [B, D]: the cls token or the mean of the patch tokens."
-    if pool not in ("cls", "mean"):
-        raise ValueError(f"pool={pool!r}; allowed: 'cls', 'mean'")
+    check_choice("pool", pool, ("cls", "mean"))
     return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(1)
 
 
@@ -131,9 +131,8 @@ def train_head(
     """The probe head trained on features `train_x` `[N, D]` and labels `train_y` `[N]` (SGD, momentum 0.9), in eval
     mode."""
     _check_xy(train_x, train_y)
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"schedule={schedule!r}; allowed: 'constant', 'cosine'")
-    torch.manual_seed(seed)
+    check_choice("schedule", schedule, ("constant", "cosine"))
+    torch.manual_seed(seed)  # the head's initialisation: torch's layers take no generator
     x, y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y, dtype=torch.long)
     head = linear_head(x.shape[1], n_classes)
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=wd)

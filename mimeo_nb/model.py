@@ -307,7 +307,7 @@ class MaskedAutoencoder(nn.Module):
 def overfit(model: MaskedAutoencoder, x, steps: int = 40, lr: float = 1e-3, seed: int = 0) -> list:
     """Train `model` on the fixed batch `x` for `steps` AdamW steps; return the loss of every step (a quick learning
     check)."""
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the masks of model(x), drawn from the global generator when no noise is given
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95))
     losses = []
     model.train()

@@ -131,7 +131,7 @@ class Experiment:
     def pretrain(self):
         "Pre-train, or reuse the finished pre-training in the checkpoint folder (resuming an interrupted one)."
         if self.cfg.init == "random":
-            torch.manual_seed(self.cfg.seed)
+            torch.manual_seed(self.cfg.seed)  # timm initialises the random encoder from the global generator
             self.model = model_from_config(self.cfg, self.tiles.images.shape[1])
             self.normalize = self.data.normalize
             return None
