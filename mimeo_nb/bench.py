@@ -113,7 +113,7 @@ def _best_time(f, repeats: int) -> float:
         ts.append(time.perf_counter() - t0)
     return min(ts)
 
-
+# %% ../nbs/09_bench.ipynb #fa653473
 @contextmanager
 def torch_threads(n: int | None):
     "Inside: torch uses `n` threads (none: as it is); the previous count is restored on exit."
@@ -125,7 +125,7 @@ def torch_threads(n: int | None):
     finally:
         torch.set_num_threads(before)
 
-
+# %% ../nbs/09_bench.ipynb #3544f8a3
 def bench_hog(
     images_uint16,
     batch: int = 256,

@@ -214,7 +214,7 @@ class Config:
         check_fields(d)
         return cls(**d).validate()
 
-
+# %% ../nbs/03a_config.ipynb #3340fb81
 def check_fields(names) -> None:
     "Raise `ValueError` for any name that is not a `Config` field, suggesting the closest ones."
     known = [f.name for f in fields(Config)]
@@ -325,13 +325,13 @@ def repo_root(start=None) -> Path | None:
             return d
     return None
 
-
+# %% ../nbs/03a_config.ipynb #058a1faa
 def results_root() -> Path:
     """`results/` of this repository (else of the working folder): the study's run folders, its figures, tables and
     report."""
     return (repo_root() or Path.cwd()) / "results"
 
-
+# %% ../nbs/03a_config.ipynb #744ba644
 def default_out_dir() -> Path:
     """Where one experiment writes its run folder when `out_dir` is empty: `runs/` of this repository (git-ignored; the
     report never reads it)."""
@@ -368,7 +368,7 @@ EVAL_FIELDS = {"evaluations", "fractions", "seeds", "fraction_method", "pool", "
 def _digest(d: dict) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
-
+# %% ../nbs/03a_config.ipynb #4ffd4f68
 def pretrain_id(cfg: Config) -> str:
     "Identity of the pre-training `cfg` describes (readable prefix + hash of the pre-training fields)."
     d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID | EVAL_FIELDS}
@@ -376,14 +376,14 @@ def pretrain_id(cfg: Config) -> str:
         return f"random-{cfg.preset}-s{cfg.seed}"
     return f"{cfg.target.replace('+', '')}-{cfg.variant}-m{cfg.mask:g}-{_digest(d)}"
 
-
+# %% ../nbs/03a_config.ipynb #5580f860
 def run_id(cfg: Config, data_fingerprint: str = "") -> str:
     "Identity of the whole run (pre-training, evaluations and the data's fingerprint)."
     d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID}
     prefix = "baseline" if cfg.init == "random" else f"{cfg.target.replace('+', '')}-{cfg.variant}-m{cfg.mask:g}"
     return f"{prefix}{unit_label(cfg)}-{_digest({**d, 'data': data_fingerprint})}"
 
-
+# %% ../nbs/03a_config.ipynb #4012f8f2
 def unit_label(cfg: Config) -> str:
     """What part of an experiment a run holds, for its folder name: '' (all of it), '-pretrain', or e.g.
     '-finetune-f0.1-s43'."""

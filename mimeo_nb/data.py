@@ -51,7 +51,7 @@ class Band(NamedTuple):
     resolution: int
     wavelength: int
 
-
+# %% ../nbs/00_data.ipynb #a37da596
 S2_BANDS = (
     Band("B01", "Aerosols", 60, 443),
     Band("B02", "Blue", 10, 490),
@@ -80,7 +80,7 @@ def rgb_indices(band_names: Sequence[str] = BAND_NAMES) -> tuple:
         raise ValueError(f"band_names {tuple(band_names)} lack {missing}; an RGB composite needs {RGB_BANDS}")
     return tuple(list(band_names).index(b) for b in RGB_BANDS)
 
-
+# %% ../nbs/00_data.ipynb #60561d52
 def band_table():
     "The 13 Sentinel-2 bands as a `pandas.DataFrame`, canonical order, with each band's index in EuroSAT files."
     import pandas as pd
@@ -103,7 +103,7 @@ def cache_home() -> Path:
     "Where caches and downloads go: `$MIMEO_CACHE`, else `~/.cache/mimeo_nb`."
     return Path(os.environ.get("MIMEO_CACHE") or Path.home() / ".cache" / "mimeo_nb")
 
-
+# %% ../nbs/00_data.ipynb #5ddabdec
 def find_data(required: bool = False) -> Path | None:
     """The folder of sample data sets: `$MIMEO_DATA`, else `shared/data` beside the repository (searched upwards from
     here)."""
@@ -133,26 +133,26 @@ NESTED_EUROSAT = Path("ds/images/remote_sensing/otherDatasets/sentinel_2/tif")
 def _is_tile(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in TIF_EXT + JPG_EXT
 
-
+# %% ../nbs/00_data.ipynb #96c06195
 def _tile_entries(folder: Path) -> list:
     "The tile files of `folder` as `os.DirEntry`s, sorted by name (one directory read; file types come with it)."
     with os.scandir(folder) as it:
         return sorted((e for e in it if _is_tile(e.name) and e.is_file()), key=lambda e: e.name)
 
-
+# %% ../nbs/00_data.ipynb #308bd29b
 def _tile_files(folder: Path) -> list:
     return [Path(e.path) for e in _tile_entries(folder)]
 
-
+# %% ../nbs/00_data.ipynb #1a6c7acd
 def _has_tiles(folder: Path) -> bool:
     with os.scandir(folder) as it:
         return any(_is_tile(e.name) and e.is_file() for e in it)
 
-
+# %% ../nbs/00_data.ipynb #24580f5a
 def _class_dirs(folder: Path) -> list:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
-
+# %% ../nbs/00_data.ipynb #38785a4f
 def find_class_root(root) -> Path:
     """The folder whose sub-folders are EuroSAT's classes: `root` itself, its nested archive layout, or the first such
     folder below it."""
@@ -260,7 +260,7 @@ def _stat_key(entries: list) -> str:
         h.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
-
+# %% ../nbs/00_data.ipynb #1a0f8275
 def content_fingerprint(entries: list) -> str:
     """SHA-1 of every tile's relative path and the SHA-1 of its bytes (`entries`: `(relative path, path or
     os.DirEntry)`): the data's identity in run ids. The same files give the same fingerprint on any machine, whatever
@@ -271,7 +271,7 @@ def content_fingerprint(entries: list) -> str:
             h.update(f"{rel}\t{hashlib.sha1(f.read()).hexdigest()}\n".encode())
     return h.hexdigest()
 
-
+# %% ../nbs/00_data.ipynb #4bc2b8e8
 def _atomic_write_bytes(path: Path, write) -> None:
     "Call `write(file)` on a temporary file beside `path`, then rename it onto `path`."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,12 +287,12 @@ def _atomic_write_bytes(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
+# %% ../nbs/00_data.ipynb #e2e0902e
 def atomic_write_text(path, text: str) -> None:
     "Write `text` to `path` atomically (temporary file in the same folder, then rename)."
     _atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
 
-
+# %% ../nbs/00_data.ipynb #ea741f6b
 def _lonlat(crs: list, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     "Centre longitude/latitude, one coordinate transform per distinct CRS."
     from rasterio.warp import transform
@@ -323,7 +323,7 @@ def _list_tiles(base: Path, on_error: str) -> tuple:
         raise ValueError(f"{str(base)!r} mixes GeoTIFF and JPEG tiles; expected one kind")
     return entries, labels, [d.name for d in class_dirs], skipped, exts == {True}
 
-
+# %% ../nbs/00_data.ipynb #2671e729
 def _decode_tiles(base: Path, files: list, rgb: bool, size: int, on_error: str, skipped: list, progress: bool) -> tuple:
     "Decode `files`: `(images, crs, xs, ys, keep)`; unreadable tiles raise, or are left out and added to `skipped`."
     n, c = len(files), (3 if rgb else 13)
@@ -340,7 +340,7 @@ def _decode_tiles(base: Path, files: list, rgb: bool, size: int, on_error: str, 
             skipped.append((p.relative_to(base).as_posix(), str(e).split(": ", 1)[-1]))
     return images, crs, xs, ys, keep
 
-
+# %% ../nbs/00_data.ipynb #b14ce90f
 def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, progress: bool = True) -> TileSet:
     """Load EuroSAT (MS GeoTIFF or RGB JPEG) from `root` into a `TileSet`, via the array cache (`cache_dir=False`
     disables it)."""
@@ -378,7 +378,7 @@ def load_eurosat(root, cache_dir=None, on_error: str = "raise", size: int = 64, 
         images = np.load(cache / "images.npy", mmap_mode="r")
     return _from_index(idx, images, base, fp, from_cache=False)
 
-
+# %% ../nbs/00_data.ipynb #082f35b0
 def _from_index(idx: dict, images, base, fp, from_cache) -> TileSet:
     return TileSet(
         images=images,
@@ -400,7 +400,7 @@ def _check_share(name, v, lo_open=True, allow_zero=False):
     if not (isinstance(v, (int, float)) and ((0 <= v if allow_zero else 0 < v) and v < 1)):
         raise ValueError(f"{name}={v!r}; allowed: a number in {'[0' if allow_zero else '(0'}, 1)")
 
-
+# %% ../nbs/00_data.ipynb #43eb87b3
 def split_indices(labels, test_size: float = 0.2, val_size: float = 0.0, seed: int = 42) -> dict:
     """Stratified random `train`/`val`/`test` indices (the study's `train_test_split(..., stratify=labels,
     random_state=seed)`)."""
@@ -418,7 +418,7 @@ def split_indices(labels, test_size: float = 0.2, val_size: float = 0.0, seed: i
         )
     return dict(train=np.sort(train), val=np.sort(val), test=np.sort(test))
 
-
+# %% ../nbs/00_data.ipynb #cd4b5386
 def spatial_split(lonlat, labels, test_size: float = 0.2) -> dict:
     "Per class, the easternmost `test_size` share of tiles (by centre longitude) is `test`, the rest `train`."
     _check_share("test_size", test_size)
@@ -435,7 +435,7 @@ def spatial_split(lonlat, labels, test_size: float = 0.2) -> dict:
     test = np.sort(np.concatenate(test))
     return dict(train=np.setdiff1d(np.arange(len(labels)), test), val=np.array([], np.int64), test=test)
 
-
+# %% ../nbs/00_data.ipynb #2fcec4bd
 def label_fraction(
     train_idx,
     labels,
@@ -491,7 +491,7 @@ def band_stats(images, indices=None, chunk: int = 2048) -> tuple:
     mean = s / n
     return mean + shift[:, 0, 0], np.sqrt(np.maximum(ss / n - mean**2, 0))
 
-
+# %% ../nbs/00_data.ipynb #4cb13d96
 NORMALISATIONS = ("scale", "zscore", "ssl4eo")
 
 
@@ -536,14 +536,14 @@ def rgb_stretch(reference, percentiles=(2, 98)):
     lo, hi = np.percentile(reference, percentiles, axis=(2, 3), keepdims=True)
     return lambda v: np.clip((v - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(0, 2, 3, 1)
 
-
+# %% ../nbs/00_data.ipynb #87539aed
 def rgb_composite(images, band_names: Sequence[str] = BAND_NAMES, percentiles=(2, 98)) -> np.ndarray:
     """RGB composite `[N, H, W, 3]` in [0, 1] of `images` `[N, C, H, W]`, stretched per image and channel between
     `percentiles`."""
     x = np.asarray(images, np.float64)[:, list(rgb_indices(band_names))]
     return rgb_stretch(x, percentiles)(x)
 
-
+# %% ../nbs/00_data.ipynb #c9833a9c
 def plot_class_tiles(ds: TileSet, per_class: int = 1, seed: int = 0):
     "Figure: `per_class` RGB tiles of every class."
     import matplotlib.pyplot as plt
@@ -566,7 +566,7 @@ def plot_class_tiles(ds: TileSet, per_class: int = 1, seed: int = 0):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/00_data.ipynb #8209e296
 def plot_band_histograms(ds: TileSet, indices=None, bins: int = 60):
     "Figure: the distribution of digital numbers of every band (over `indices`, default all tiles)."
     import matplotlib.pyplot as plt
@@ -603,7 +603,7 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     )
     return g
 
-
+# %% ../nbs/00_data.ipynb #7ebfb360
 class SSL4EO(torch.utils.data.Dataset):
     """SSL4EO-S12 Sentinel-2 L1C patches: item `i` is a `uint16` `[13, size, size]` crop of a random season of location
     `i`."""
@@ -652,7 +652,7 @@ class SSL4EO(torch.utils.data.Dataset):
         left = int(torch.randint(x.shape[2] - self.size + 1, (1,), generator=g))
         return torch.from_numpy(np.ascontiguousarray(x[:, top : top + self.size, left : left + self.size]))
 
-
+# %% ../nbs/00_data.ipynb #3f2c260d
 def load_ssl4eo(root, size: int = 64, seed: int = 0, on_error: str = "raise", cache: bool = False) -> SSL4EO:
     """Index an SSL4EO-S12 Sentinel-2 folder (`<location>/<scene>/B*.tif`) as an `SSL4EO` dataset, validating every
     scene's band files."""
@@ -702,7 +702,7 @@ def md5sum(path, chunk: int = 1 << 20) -> str:
             h.update(b)
     return h.hexdigest()
 
-
+# %% ../nbs/00_data.ipynb #b6af6943
 def _open_url(url: str, have: int, timeout: float):
     "The response to a GET of `url` from byte `have` on; `None` when the server says that range is past the end."
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -717,7 +717,7 @@ def _open_url(url: str, have: int, timeout: float):
             f"download of {url} failed: {getattr(e, 'reason', e)} (offline? see README: getting the data)"
         ) from None
 
-
+# %% ../nbs/00_data.ipynb #5b28b685
 def _copy_stream(resp, f, bar, url: str, part: Path, got: int) -> int:
     "Copy the body of `resp` into the open file `f`; the byte count reached (`got` before)."
     try:
@@ -731,7 +731,7 @@ def _copy_stream(resp, f, bar, url: str, part: Path, got: int) -> int:
         ) from None
     return got
 
-
+# %% ../nbs/00_data.ipynb #ffc455de
 def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
     "Stream `url` into `part`, continuing after its current size with a Range request when the server allows it."
     have = part.stat().st_size if part.exists() else 0
@@ -753,7 +753,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
             f"download of {url} interrupted after {got} of {total} bytes; call again to resume from {part}"
         )
 
-
+# %% ../nbs/00_data.ipynb #e9fc0a92
 def download_eurosat(
     dest=None,
     url: str = EUROSAT_MS_URL,
@@ -799,7 +799,7 @@ def download_eurosat(
         raise
     return out
 
-
+# %% ../nbs/00_data.ipynb #753f7581
 def find_eurosat(download: bool = True) -> Path:
     """A EuroSAT folder: `$MIMEO_EUROSAT`, else the sample under `find_data()`, else the EuroSAT100 demo (downloaded on
     first use)."""

@@ -45,7 +45,7 @@ def _is_volatile(out: dict) -> bool:
         return True
     return out.get("output_type") == "stream" and bool(_PROGRESS.search("".join(out.get("text", ""))))
 
-
+# %% ../nbs/08_docs.ipynb #7a71773d
 def strip_volatile(nb) -> int:
     "Drop progress-bar outputs and widget state from notebook `nb` (in place); returns the number of outputs dropped."
     dropped = 0
@@ -62,7 +62,7 @@ def strip_volatile(nb) -> int:
 def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
-
+# %% ../nbs/08_docs.ipynb #030874cb
 def check_chapter(path, figures: int | None = None) -> list[str]:
     """Problems of the committed notebook at `path` (error outputs, progress bars, no outputs, too few figures); empty
     when it is fine."""
@@ -100,7 +100,7 @@ def _nbs_dir(nbs=None) -> Path:
         raise ValueError(f"nbs={nbs!r}: no notebook folder; run inside a clone of the repository or pass nbs=")
     return d
 
-
+# %% ../nbs/08_docs.ipynb #d4499619
 def execute_chapter(name: str, nbs=None, timeout: int = 3600, kernel: str = "python3") -> Path:
     """Execute chapter `name` (e.g. '01_hog') of `nbs` in place, outputs kept, progress bars stripped, cleaned like
     `nbdev_clean`."""
@@ -158,7 +158,7 @@ def _title(nb, default: str) -> str:
     m = re.match(r"#\s+(.+)", first.strip())
     return m.group(1).strip() if m else default
 
-
+# %% ../nbs/08_docs.ipynb #d7a3b975
 def stage_site(dest, nbs=None, results=None) -> Path:
     """Write the site's sources into `dest`: cleaned notebooks, `results/` (README, figures, tables), and `mkdocs.yml`.
     Returns the config."""
@@ -205,7 +205,7 @@ def stage_site(dest, nbs=None, results=None) -> Path:
     (dest / "mkdocs.yml").write_text(json.dumps(cfg, indent=1))  # JSON is YAML
     return dest / "mkdocs.yml"
 
-
+# %% ../nbs/08_docs.ipynb #0ccceffc
 def build_site(out=None, nbs=None, results=None) -> Path:
     """Render the site into `out` (default `_site/` of the repository): every chapter, run / report / bench, and the
     results. Returns `out`."""

@@ -36,13 +36,13 @@ def prepare(x_raw, normalize: BandNormalize, img_size: int):
         else F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
     )
 
-
+# %% ../nbs/05_evaluate.ipynb #660172d2
 def pool_tokens(tokens, pool: str = "cls"):
     "tokens: [B, 1 + L, D] -> [B, D]: the cls token or the mean of the patch tokens."
     check_choice("pool", pool, ("cls", "mean"))
     return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(1)
 
-
+# %% ../nbs/05_evaluate.ipynb #8a9a308b
 def check_bands(encoder: nn.Module, tiles: TileSet) -> None:
     "`ValueError` unless the encoder takes as many bands as the tiles have."
     c = encoder.patch_embed.proj.in_channels
@@ -51,7 +51,7 @@ def check_bands(encoder: nn.Module, tiles: TileSet) -> None:
             f"the encoder takes {c} bands but the data has {tiles.images.shape[1]} ({', '.join(tiles.band_names)})"
         )
 
-
+# %% ../nbs/05_evaluate.ipynb #32005e9b
 @torch.no_grad()
 def encoder_features(
     encoder: nn.Module,
@@ -78,7 +78,7 @@ def encoder_features(
             out.append(pool_tokens(encoder.forward_features(x), pool).float().cpu())
     return torch.cat(out)
 
-
+# %% ../nbs/05_evaluate.ipynb #b24e6106
 class FeatureCache:
     "Features of all tiles, computed once per (encoder, data, pooling) and kept in memory and, given a folder, on disk."
 
@@ -109,14 +109,14 @@ def linear_head(dim: int, n_classes: int) -> nn.Module:
     nn.init.zeros_(head[1].bias)
     return head
 
-
+# %% ../nbs/05_evaluate.ipynb #93b5118e
 def _check_xy(x, y):
     if len(x) != len(y):
         raise ValueError(f"features and labels differ in length: {len(x)} features, {len(y)} labels")
     if len(y) == 0:
         raise ValueError("no training samples: features and labels are empty")
 
-
+# %% ../nbs/05_evaluate.ipynb #1080cc6e
 def train_head(
     train_x,
     train_y,
@@ -155,7 +155,7 @@ def train_head(
             opt.step()
     return head.eval()
 
-
+# %% ../nbs/05_evaluate.ipynb #b0b17793
 def linear_probe(
     train_x,
     train_y,
@@ -173,7 +173,7 @@ def linear_probe(
     with torch.no_grad():
         return F.softmax(head(torch.as_tensor(test_x, dtype=torch.float32)), 1).numpy()
 
-
+# %% ../nbs/05_evaluate.ipynb #29bae8bf
 def knn_predict(train_x, train_y, test_x, n_classes: int, k: int = 20, t: float = 0.07) -> np.ndarray:
     "Weighted k-NN on cosine similarity: class probabilities `[M, n_classes]` for `test_x`."
     _check_xy(train_x, train_y)
@@ -189,7 +189,7 @@ def _f64(v) -> torch.Tensor:
     "Features as a float64 tensor (any array-like, also a reversed or strided NumPy view)."
     return v.to(torch.float64) if torch.is_tensor(v) else torch.from_numpy(np.array(v, dtype=np.float64))
 
-
+# %% ../nbs/05_evaluate.ipynb #64a741e1
 def standardiser(train_x):
     """A function that z-scores features with the mean and standard deviation of `train_x` `[N, D]` (as BatchNorm at
     evaluation)."""
@@ -202,7 +202,7 @@ def standardiser(train_x):
     zscore.mean, zscore.std = mean, std
     return zscore
 
-
+# %% ../nbs/05_evaluate.ipynb #7899bf11
 def fit_logistic(x, y, n_classes: int, wd: float = 1e-4, max_iter: int = 300, tol: float = 1e-6) -> tuple:
     """Multinomial logistic regression on features `x` `[N, D]` by full-batch L-BFGS -> (weights `[D + 1, K]`, last row
     the bias; info)."""
@@ -237,7 +237,7 @@ def fit_logistic(x, y, n_classes: int, wd: float = 1e-4, max_iter: int = 300, to
         )
     return W.detach(), info
 
-
+# %% ../nbs/05_evaluate.ipynb #5543193b
 def logistic_predict(W, x) -> np.ndarray:
     "Class probabilities `[M, K]` of features `x` `[M, D]` under `fit_logistic` weights."
     x = _f64(x)
@@ -258,7 +258,7 @@ def cv_folds(y, folds: int = 5, seed: int = 42) -> list:
         return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
     return list(KFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
-
+# %% ../nbs/05_evaluate.ipynb #66a3bad5
 def choose_weight_decay(
     x, y, n_classes: int, wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), folds: int = 5, seed: int = 42, max_iter: int = 300
 ) -> tuple:
@@ -279,7 +279,7 @@ def choose_weight_decay(
     best = max(scores, key=lambda w: (scores[w], w))
     return best, scores
 
-
+# %% ../nbs/05_evaluate.ipynb #84469f48
 def logistic_probe(
     train_x,
     train_y,
@@ -309,7 +309,7 @@ class Classifier(nn.Module):
     def forward(self, x):
         return self.head(pool_tokens(self.encoder.forward_features(x), self.pool))
 
-
+# %% ../nbs/05_evaluate.ipynb #f6fba967
 def flips_rot90(x, seed: int, epoch: int, ids):
     "Per-tile random horizontal flip and quarter turn `[B, C, H, W]`, keyed by (seed, epoch, tile id)."
     u = keyed_uniform(seed, epoch, torch.as_tensor(ids, device=x.device), 2, stream=3)
@@ -317,13 +317,13 @@ def flips_rot90(x, seed: int, epoch: int, ids):
     k = (u[:, 1] * 4).long().clamp(max=3)
     return torch.stack([x, x.rot90(1, (2, 3)), x.rot90(2, (2, 3)), x.rot90(3, (2, 3))], 1)[torch.arange(len(x)), k]
 
-
+# %% ../nbs/05_evaluate.ipynb #70402b6a
 def ft_epochs_at(cfg: Config, fraction: float) -> int:
     """Fine-tuning epochs at label `fraction`: `ft_epochs`, or `round(ft_epochs / sqrt(fraction))` with
     `ft_epoch_scaling='sqrt'`."""
     return cfg.ft_epochs if cfg.ft_epoch_scaling == "none" else max(1, round(cfg.ft_epochs / math.sqrt(fraction)))
 
-
+# %% ../nbs/05_evaluate.ipynb #def0a21e
 def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
     """Split the labelled tiles `idx` into (training, validation) with `share` held out (stratified where possible; none
     under 10 tiles)."""
@@ -339,7 +339,7 @@ def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
     tr, va = train_test_split(idx, test_size=n_val, stratify=stratify, random_state=seed)
     return np.sort(tr), np.sort(va)
 
-
+# %% ../nbs/05_evaluate.ipynb #fb273b5f
 def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
     if cfg.ft_recipe == "study":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.ft_wd)
@@ -352,7 +352,7 @@ def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
         g["lr"] = lr * g.get("lr_scale", 1.0)
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
 
-
+# %% ../nbs/05_evaluate.ipynb #29f8c570
 def _probe_head(model: Classifier, feats, labels, cfg: Config, seed: int) -> None:
     "LP-FT: set the head to the linear probe fitted on `feats` (the frozen encoder's features of the training tiles)."
     n = model.head[1].out_features
@@ -382,7 +382,7 @@ def _probe_head(model: Classifier, feats, labels, cfg: Config, seed: int) -> Non
         model.head[1].weight.copy_(W[:-1].T.float())
         model.head[1].bias.copy_(W[-1].float())
 
-
+# %% ../nbs/05_evaluate.ipynb #1d7404d9
 class _FineTuning:
     """One fine-tuning run: the classifier (head from the linear probe under LP-FT), its optimiser and schedule, by
     epoch."""
@@ -450,7 +450,7 @@ class _FineTuning:
         p = predict(self.model, self.tiles, idx, self.normalize, cfg.eval_batch, self.device, self.amp["enabled"])
         return float((p.argmax(1) == self.tiles.labels[idx]).mean())
 
-
+# %% ../nbs/05_evaluate.ipynb #2ca42735
 def _finetune_one(
     encoder,
     tiles,
@@ -482,7 +482,7 @@ def _finetune_one(
     epoch = best[1] if len(val_idx) else epochs
     return dict(model=ft.model, val_accuracy=val_acc, best_val=best[0], epoch=epoch, train_loss=losses)
 
-
+# %% ../nbs/05_evaluate.ipynb #560b0320
 def finetune(
     make_encoder,
     tiles: TileSet,
@@ -529,7 +529,7 @@ def finetune(
         trials=trials,
     )
 
-
+# %% ../nbs/05_evaluate.ipynb #e7e6927b
 @torch.no_grad()
 def predict(
     model: Classifier, tiles: TileSet, idx, normalize, batch: int = 256, device="cpu", bf16: bool = False
@@ -593,7 +593,7 @@ def cached_features(
     feats[idx] = f_need
     return feats
 
-
+# %% ../nbs/05_evaluate.ipynb #85f68f88
 FT_KEYS = (
     "lr",
     "epoch",
@@ -634,7 +634,7 @@ def evaluate_one(
     r = finetune(make_encoder, tiles, labelled, test, normalize, cfg, seed, device, progress, frac, feats)
     return r["probs"], {key: r[key] for key in FT_KEYS}
 
-
+# %% ../nbs/05_evaluate.ipynb #46b401d7
 def evaluate_encoder(
     make_encoder,
     encoder_key: str,
@@ -674,7 +674,7 @@ def evaluate_encoder(
             print(msg, flush=True)
     return records, preds
 
-
+# %% ../nbs/05_evaluate.ipynb #802998ca
 def write_results(run_dir, records: list, preds: list, tiles: TileSet, test_idx, gzip_rows: int = 20000) -> Path:
     """Write `metrics.json` and `predictions.csv` (tile path, true and predicted class, class probabilities) atomically;
     gzipped above `gzip_rows` rows."""

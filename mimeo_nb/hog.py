@@ -35,7 +35,7 @@ def check_images(x, name: str = "x") -> torch.Tensor:
         )
     return x
 
-
+# %% ../nbs/01_hog.ipynb #b6778cfe
 def check_hog_options(
     bins: int = 9,
     cell: int = 8,
@@ -52,7 +52,7 @@ def check_hog_options(
     check_choice("binning", binning, BINNINGS)
     check_number("eps", eps, 0)
 
-
+# %% ../nbs/01_hog.ipynb #db66030a
 def _check_divides(name: str, value: int, H: int, W: int, what: str = "image") -> None:
     if H % value or W % value:
         raise ValueError(
@@ -68,7 +68,7 @@ def image_gradients(x: torch.Tensor, method: str = "central") -> tuple:
         raise bad_value("gradient", method, list(GRADIENTS))
     return _gradients_into(x, method, torch.empty_like(x), torch.empty_like(x))
 
-
+# %% ../nbs/01_hog.ipynb #bbbb8651
 def _gradients_into(x: torch.Tensor, method: str, g_row: torch.Tensor, g_col: torch.Tensor) -> tuple:
     "Gradients of `x` `[..., H, W]` written into the preallocated `g_row`, `g_col`."
     if method == "central":
@@ -109,7 +109,7 @@ def _auto_chunk(x: torch.Tensor) -> int:
     planes, pixels = x.shape[0] * x.shape[1], x.shape[2] * x.shape[3]
     return max(1, (1 << 18) // pixels) if x.device.type == "cpu" else planes
 
-
+# %% ../nbs/01_hog.ipynb #3cbd37ec
 @torch.no_grad()
 def _vote_chunk(p, gradient: str, bins: int, binning: str, weight, base, float_index: bool, ws: tuple, out) -> None:
     """Add the votes of the band planes `p` `[n, H, W]` to the slots `out` `[n, cells * slots]`; `ws` is the reused
@@ -136,7 +136,7 @@ def _vote_chunk(p, gradient: str, bins: int, binning: str, weight, base, float_i
         out.scatter_add_(1, idx, mag.sub_(w_high).view(n, -1))
         out.scatter_add_(1, idx.add_(1), w_high.view(n, -1))
 
-
+# %% ../nbs/01_hog.ipynb #21840e84
 def _fold_slots(ext, bins: int, cell: int, normalize: bool, eps: float):
     "Slots `[B, C, Hc, Wc, 2 bins + 2]` -> histograms `[B, C, Hc, Wc, bins]`: slot j is bin (j - bins - 1) mod bins."
     out = ext[..., 1 : bins + 1] + ext[..., bins + 1 : 2 * bins + 1]
@@ -147,7 +147,7 @@ def _fold_slots(ext, bins: int, cell: int, normalize: bool, eps: float):
         out.mul_(torch.linalg.vector_norm(out, dim=-1, keepdim=True).square_().add_(eps**2).rsqrt_())
     return out
 
-
+# %% ../nbs/01_hog.ipynb #42236c54
 def hog(
     x: torch.Tensor,
     bins: int = 9,
@@ -301,7 +301,7 @@ def hog_glyphs(ax, h: np.ndarray, cell: int = 8, color: str = "white", lw: float
     ax.add_collection(LineCollection(segs, colors=rgba, linewidths=lw))
     return ax
 
-
+# %% ../nbs/01_hog.ipynb #fd5a58c3
 def plot_hog_explained(tile, cell: int = 8, bins: int = 9, gradient: str = "central", title: str | None = None):
     """The study's HOG figure for one tile (a band `[H, W]` or an RGB composite `[H, W, 3]`): input, |gx|, |gy|,
     magnitude, HOG glyphs."""

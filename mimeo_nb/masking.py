@@ -36,7 +36,7 @@ def _check_tokens(x) -> tuple:
         raise ValueError(f"x must be a 3-D token tensor [B, L, D]; got {got}")
     return tuple(x.shape)
 
-
+# %% ../nbs/02_masking.ipynb #3e7cba6d
 def _noise(noise, shape: tuple, x: torch.Tensor, generator) -> torch.Tensor:
     if noise is None:
         dev = generator.device if generator is not None else x.device
@@ -48,7 +48,7 @@ def _noise(noise, shape: tuple, x: torch.Tensor, generator) -> torch.Tensor:
         raise ValueError(f"noise must be real numbers; got dtype {noise.dtype}")
     return noise.to(x.device)
 
-
+# %% ../nbs/02_masking.ipynb #2b60ddf1
 def random_masking(
     x: torch.Tensor, ratio: float, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
 ) -> tuple:
@@ -72,7 +72,7 @@ def _signed(v: int) -> int:
     v &= _M64
     return v - (1 << 64) if v >> 63 else v
 
-
+# %% ../nbs/02_masking.ipynb #eb7de2bb
 def splitmix64(state: int) -> int:
     "One step of SplitMix64 on a Python int: the output for `state` (the reference for the tensor code)."
     z = (state + _GOLDEN) & _M64
@@ -80,24 +80,24 @@ def splitmix64(state: int) -> int:
     z = ((z ^ (z >> 27)) * _MIX2) & _M64
     return z ^ (z >> 31)
 
-
+# %% ../nbs/02_masking.ipynb #20d1546b
 def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
     return (z >> s) & ((1 << (64 - s)) - 1)  # logical shift right on int64
 
-
+# %% ../nbs/02_masking.ipynb #06678238
 def _mix64(z: torch.Tensor) -> torch.Tensor:
     z = (z ^ _srl(z, 30)) * _signed(_MIX1)
     z = (z ^ _srl(z, 27)) * _signed(_MIX2)
     return z ^ _srl(z, 31)
 
-
+# %% ../nbs/02_masking.ipynb #83afe2f4
 def _key(seed: int, epoch: int, stream: int) -> int:
     for name, v in (("seed", seed), ("epoch", epoch), ("stream", stream)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise bad_value(name, v, "an integer")
     return splitmix64(splitmix64(splitmix64(int(seed) & _M64) ^ (int(epoch) & _M64)) ^ (int(stream) & _M64))
 
-
+# %% ../nbs/02_masking.ipynb #50c7ca4c
 def keyed_uniform(
     seed: int, epoch: int, sample_ids: torch.Tensor, n: int, stream: int = 0, dtype=torch.float32
 ) -> torch.Tensor:
@@ -178,7 +178,7 @@ def _as_rgb(image) -> np.ndarray:
         a = a[..., None]
     return np.repeat(a, 3, -1) if a.shape[-1] == 1 else a
 
-
+# %% ../nbs/02_masking.ipynb #5fa2205a
 def _patch_grid(ax, H: int, W: int, patch: int) -> None:
     "Thin white lines between the patches of an `H x W` image on `ax`, no tick labels."
     ax.set_xticks(np.arange(0, W + 1, patch) - 0.5)
@@ -186,7 +186,7 @@ def _patch_grid(ax, H: int, W: int, patch: int) -> None:
     ax.grid(color="white", lw=0.3, alpha=0.6)
     ax.tick_params(length=0, labelbottom=False, labelleft=False)
 
-
+# %% ../nbs/02_masking.ipynb #00d22cb5
 def plot_masks(
     image, ratios=(0.2, 0.5, 0.7), patch: int = 8, seed: int = 0, methods=("random", "block"), block: int = 2
 ):

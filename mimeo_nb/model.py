@@ -125,7 +125,7 @@ def model_geometry(preset: str, target: str, img_size: int | None, patch_size: i
         )
     return p
 
-
+# %% ../nbs/03_model.ipynb #9a16e9b0
 class MaskedAutoencoder(nn.Module):
     "MAE with a timm ViT encoder, a light decoder and RAW / HOG / RAW+HOG prediction heads."
 
@@ -330,7 +330,7 @@ def encoder_kwargs(model: MaskedAutoencoder) -> dict:
         num_classes=0,
     )
 
-
+# %% ../nbs/03_model.ipynb #74757fa9
 def export_encoder(model: MaskedAutoencoder, path, band_names=BAND_NAMES) -> Path:
     "Write the encoder's weights to `path` (safetensors, atomically); the metadata records how to rebuild it with timm."
     from safetensors.torch import save
@@ -345,7 +345,7 @@ def export_encoder(model: MaskedAutoencoder, path, band_names=BAND_NAMES) -> Pat
     _atomic_write_bytes(path, lambda f: f.write(save(tensors, metadata=meta)))
     return path
 
-
+# %% ../nbs/03_model.ipynb #36aac90a
 def load_encoder(path, **overrides) -> nn.Module:
     "A timm model with the encoder weights of `path` (written by `export_encoder`)."
     from safetensors import safe_open
@@ -399,7 +399,7 @@ def reconstruct(model: MaskedAutoencoder, x, mask_ratio: float | None = None, se
         res.update(hog_target=cells(raw), hog_pred=cells(p))
     return res
 
-
+# %% ../nbs/03_model.ipynb #603cfdee
 def _reconstruction_columns(r: dict, band_names) -> list:
     "The columns of a reconstruction figure: (title, images `[N, H, W, 3]` or HOG cells `[N, Hc, Wc, bins]`)."
     rgb_i = list(rgb_indices(band_names))
@@ -419,7 +419,7 @@ def _reconstruction_columns(r: dict, band_names) -> list:
         ]
     return cols
 
-
+# %% ../nbs/03_model.ipynb #2d48e0be
 def plot_reconstruction(
     model: MaskedAutoencoder, x, band_names=BAND_NAMES, mask_ratio=None, seed: int = 0, title: str = ""
 ):

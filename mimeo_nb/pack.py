@@ -81,7 +81,7 @@ def file_sha256(path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
-
+# %% ../nbs/00a_pack.ipynb #e171ee13
 def _read_one(scene: str, grid: int):
     "One scene as `uint16` `[13, grid, grid]`, or the reason it cannot be packed."
     try:
@@ -92,11 +92,11 @@ def _read_one(scene: str, grid: int):
         return None, f"{x.shape[1]}x{x.shape[2]} px on its 10 m grid, expected {grid}x{grid}"
     return x, ""
 
-
+# %% ../nbs/00a_pack.ipynb #10ea5558
 def _read_star(args):
     return _read_one(*args)
 
-
+# %% ../nbs/00a_pack.ipynb #12f472d1
 def _cut(path: Path, size: int, header: str) -> None:
     "Cut an append-only table back to `size` bytes (what the index vouches for), or start it with `header`."
     if size:
@@ -105,7 +105,7 @@ def _cut(path: Path, size: int, header: str) -> None:
     else:
         path.write_text(header)
 
-
+# %% ../nbs/00a_pack.ipynb #856c16ff
 def _append(path: Path, rows: list) -> int:
     with open(path, "a", newline="") as f:
         csv.writer(f, delimiter="\t", lineterminator="\n").writerows(rows)
@@ -144,7 +144,7 @@ def _open_pack(dest: Path, settings: dict, skipped: list) -> dict:
         index["skipped_bytes"] = _append(dest / "skipped.tsv", [list(s) for s in skipped])
     return index
 
-
+# %% ../nbs/00a_pack.ipynb #28afdcc1
 def _commit_shard(dest: Path, index: dict, buf: list, rows: list, bad: list, pos: int) -> None:
     """Write the scenes `buf` as the next shard (partial file, fsync, checksum, rename), their `rows` to `samples.tsv`,
     the `bad` scenes to `skipped.tsv`, and the index saying `pos` scenes are done."""
@@ -164,7 +164,7 @@ def _commit_shard(dest: Path, index: dict, buf: list, rows: list, bad: list, pos
     index["done"] = pos
     atomic_write_text(dest / "index.json", json.dumps(index, indent=1))
 
-
+# %% ../nbs/00a_pack.ipynb #0834e484
 def _pack_scenes(
     dest: Path, index: dict, scenes: list, grid: int, per_shard: int, on_error: str, workers: int, progress
 ):
@@ -197,7 +197,7 @@ def _pack_scenes(
         if pool:
             pool.terminate()
 
-
+# %% ../nbs/00a_pack.ipynb #5f6876f7
 def pack_ssl4eo(
     src,
     dest,
@@ -331,7 +331,7 @@ class PackedSSL4EO(torch.utils.data.Dataset):
             np.ascontiguousarray(self.shard(int(shard))[offset, :, top : top + self.size, left : left + self.size])
         )
 
-
+# %% ../nbs/00a_pack.ipynb #a42e4535
 def rank_batches(
     n: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0, epoch: int = 0, accum_steps: int = 1
 ) -> list:
@@ -347,7 +347,7 @@ def rank_batches(
         for m in range(accum_steps)
     ]
 
-
+# %% ../nbs/00a_pack.ipynb #1ac72d8b
 def packed_loader(ds: PackedSSL4EO, batches: list, epoch: int = 0, workers: int = 0, pin_memory: bool = False):
     """A DataLoader over `batches` of `ds` (in that order) with `workers` processes and pinned memory: `[B, 13, size,
     size]` `uint16` batches."""

@@ -107,7 +107,7 @@ def sweep_wall_seconds(sweeps: list) -> float:
             end = b
     return total
 
-
+# %% ../nbs/06_plots.ipynb #2af5205f
 def sweep_seconds(runs_dir, runs: list) -> float:
     "Wall time of the sweeps that made `runs_dir` (`sweep.json`), else the sum of the runs' own times."
     f = Path(runs_dir) / SWEEP_LOG
@@ -115,7 +115,7 @@ def sweep_seconds(runs_dir, runs: list) -> float:
         return sweep_wall_seconds(json.loads(f.read_text())["sweeps"])
     return float(sum(r["meta"]["seconds"] for r in runs))
 
-
+# %% ../nbs/06_plots.ipynb #df0ff843
 def load_runs(runs_dir) -> list:
     """Every finished run in `runs_dir`: dicts with `dir`, `meta` (config.json), `metrics` (list) and `history`
     (DataFrame or None)."""
@@ -135,7 +135,7 @@ def load_runs(runs_dir) -> list:
         )
     return runs
 
-
+# %% ../nbs/06_plots.ipynb #ade13371
 def find_run(runs: list, **fields):
     """The run whose config matches `fields` (e.g. `target='hog', variant='C', mask=0.7`); pre-trained runs unless
     `init` is given."""
@@ -143,7 +143,7 @@ def find_run(runs: list, **fields):
     hits = [r for r in runs if all(r["cfg"].get(k) == v for k, v in fields.items())]
     return hits[-1] if hits else None
 
-
+# %% ../nbs/06_plots.ipynb #61144832
 def accuracy(run, strategy: str, fraction: float, key: str = "accuracy"):
     "Mean and standard deviation over seeds of `key` for `strategy` at `fraction` in `run` (NaN when absent)."
     if run is None:
@@ -172,7 +172,7 @@ def strategies_table(runs: list, fractions=FRACTIONS, std: bool = False) -> pd.D
         index=[n for n, _, _ in MAIN_ROWS],
     )
 
-
+# %% ../nbs/06_plots.ipynb #b2a10dc3
 def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0) -> pd.DataFrame:
     "HOG target normalisation ablation: linear and fine-tuning accuracy of variants E, D, C, F (plus RAW A, B)."
     cols = {
@@ -194,7 +194,7 @@ def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0) ->
         index=["Linear", "Fine-tuning", "k-NN"],
     )
 
-
+# %% ../nbs/06_plots.ipynb #58ae31e7
 def masking_table(runs: list, variant: str = "C", target: str = "hog", fraction: float = 1.0) -> pd.DataFrame:
     "Masking-ratio ablation (0.7 / 0.5 / 0.2) of one variant."
     return pd.DataFrame(
@@ -208,7 +208,7 @@ def masking_table(runs: list, variant: str = "C", target: str = "hog", fraction:
         index=["Linear", "Fine-tuning", "k-NN"],
     )
 
-
+# %% ../nbs/06_plots.ipynb #2f0eb3b8
 def loss_table(runs: list) -> pd.DataFrame:
     "Final pre-training loss, masking ratio x variant."
     out = pd.DataFrame(np.nan, index=[0.7, 0.5, 0.2], columns=list("ABCDEF"))
@@ -223,7 +223,7 @@ def loss_table(runs: list) -> pd.DataFrame:
             out.loc[c["mask"], c["variant"]] = r["meta"]["final_loss"]
     return out
 
-
+# %% ../nbs/06_plots.ipynb #1092b020
 PER_CLASS_MODELS = {
     "RAW A": RAW_A,
     "HOG C": HOG_C,
@@ -242,14 +242,14 @@ def per_class_table(runs: list, fraction: float, strategy: str = "finetune") -> 
         cols[name] = {c: (None if v is None else 100 * v) for c, v in m[0]["per_class_accuracy"].items()} if m else {}
     return pd.DataFrame(cols)
 
-
+# %% ../nbs/06_plots.ipynb #d6acd197
 def confusion(runs: list, sel: dict, strategy: str, fraction: float):
     "(confusion counts, classes) of one evaluation (first seed), or (None, None)."
     r = find_run(runs, **sel)
     m = [m for m in (r["metrics"] if r else []) if m["strategy"] == strategy and abs(m["fraction"] - fraction) < 1e-9]
     return (np.array(m[0]["confusion"]), list(m[0]["per_class_accuracy"])) if m else (None, None)
 
-
+# %% ../nbs/06_plots.ipynb #2bcd8f61
 def beside(ours: pd.DataFrame, study: pd.DataFrame, fmt: str = "{:.4f}") -> pd.DataFrame:
     "One text table: each cell 'ours (study)' where the study has a number."
     out = ours.copy().astype(object)
@@ -263,7 +263,7 @@ def beside(ours: pd.DataFrame, study: pd.DataFrame, fmt: str = "{:.4f}") -> pd.D
             )
     return out
 
-
+# %% ../nbs/06_plots.ipynb #3bec35f8
 def markdown_table(df: pd.DataFrame, float_format: str = "{:.4f}") -> str:
     "A GitHub-flavoured markdown table of `df` (index as the first column; NaN as '-')."
 
@@ -283,7 +283,7 @@ def markdown_table(df: pd.DataFrame, float_format: str = "{:.4f}") -> str:
     ]
     return "\n".join(lines) + "\n"
 
-
+# %% ../nbs/06_plots.ipynb #f03e2cc7
 def write_table(df: pd.DataFrame, folder, name: str, float_format: str = "{:.4f}") -> None:
     "`<name>.csv` and `<name>.md` in `folder`."
     folder = Path(folder)
@@ -306,7 +306,7 @@ def fig_sample_tiles(run):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/06_plots.ipynb #325e44c8
 def fig_hog(run):
     "Figure 2: HOG explained on a real tile (from a run's `samples.npz`)."
     from mimeo_nb.hog import plot_hog_explained
@@ -320,7 +320,7 @@ def fig_hog(run):
         f"(RGB composite of {', '.join(bands[:3]) if len(bands) == 3 else 'B04, B03, B02'})",
     )
 
-
+# %% ../nbs/06_plots.ipynb #5b17c715
 def _reconstruction_panels(z) -> list:
     """The panels of one saved reconstruction `z` (`reconstruction.npz`): (title, RGB image or HOG cells of B04), at
     most 4."""
@@ -343,7 +343,7 @@ def _reconstruction_panels(z) -> list:
         panels.append(("HOG prediction (B04)", z["hog_pred"][0, red].astype(np.float32).clip(min=0)))
     return panels[:4]
 
-
+# %% ../nbs/06_plots.ipynb #67173569
 def _draw_panel(ax, panel, size: int, hog_cell: int) -> None:
     "One panel on `ax`: an RGB image, or HOG cells `[Hc, Wc, bins]` as glyphs on black; none: the axes hidden."
     from mimeo_nb.hog import hog_glyphs
@@ -361,7 +361,7 @@ def _draw_panel(ax, panel, size: int, hog_cell: int) -> None:
         ax.imshow(img)
     ax.set_title(name, fontsize=7)
 
-
+# %% ../nbs/06_plots.ipynb #87099977
 def fig_reconstructions(runs: list, selections: list, title: str = ""):
     """Figure 3: original / masked / prediction (RGB, or HOG glyphs of the red band for HOG targets) of one tile, a row
     per run."""
@@ -383,7 +383,7 @@ def fig_reconstructions(runs: list, selections: list, title: str = ""):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/06_plots.ipynb #e8baef98
 def fig_loss_curves(runs: list):
     "Figure 4: pre-training loss per epoch of every pre-training run (log scale), one panel per masking ratio."
     import matplotlib.pyplot as plt
@@ -406,7 +406,7 @@ def fig_loss_curves(runs: list):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/06_plots.ipynb #49135ce9
 def fig_strategies(
     table: pd.DataFrame, study: pd.DataFrame | None = STUDY_STRATEGIES, title: str = "this reproduction"
 ):
@@ -432,7 +432,7 @@ def fig_strategies(
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/06_plots.ipynb #56861778
 def fig_ablation(table: pd.DataFrame, study: pd.DataFrame, title: str):
     "Figure 6: an ablation table as bars, ours beside the study's."
     import matplotlib.pyplot as plt
@@ -460,7 +460,7 @@ def fig_ablation(table: pd.DataFrame, study: pd.DataFrame, title: str):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/06_plots.ipynb #3eeee982
 def fig_confusions(runs: list, fraction: float, strategy: str = "finetune"):
     """Figure 7: confusion matrices (row-normalised) of fine-tuned RAW A, HOG C and the supervised baseline at
     `fraction`."""
@@ -493,7 +493,7 @@ def fig_confusions(runs: list, fraction: float, strategy: str = "finetune"):
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/06_plots.ipynb #175be2e4
 def fig_misclassified(run, n: int = 12):
     "Figure 9: misclassified test tiles of a run's headline evaluation, true -> predicted."
     import matplotlib.pyplot as plt
@@ -560,12 +560,12 @@ def merge_units(runs: list) -> list:
         merged.append(dict(base, metrics=metrics, meta=meta, files=files, unit_dirs=[r["dir"] for r in rs]))
     return merged
 
-
+# %% ../nbs/06_plots.ipynb #12645da4
 def run_file(run, name: str) -> Path:
     "Path of one of a run's saved files (`samples.npz`, `misclassified.npz`, ...), also for merged units."
     return run.get("files", {}).get(name, run["dir"] / name)
 
-
+# %% ../nbs/06_plots.ipynb #ce89d144
 @functools.lru_cache(maxsize=32)
 def _predictions(folder: str) -> pd.DataFrame:
     f = Path(folder) / RUN_FILES["predictions"]
@@ -574,7 +574,7 @@ def _predictions(folder: str) -> pd.DataFrame:
         usecols=["strategy", "fraction", "seed", "path", "true", "predicted"],
     )
 
-
+# %% ../nbs/06_plots.ipynb #6938fbc4
 def correct_by_draw(run, strategy: str, fraction: float) -> dict:
     "{label-draw seed: per-test-tile correctness (a boolean Series indexed by tile path)} of one evaluation of a run."
     out = {}
@@ -592,7 +592,7 @@ def row_draws(runs: list, row: str, fraction: float, where: dict | None = None) 
     name, sel, strategy = next(r for r in MAIN_ROWS if r[0] == row)
     return correct_by_draw(find_run(runs, **sel, **(where or {})), strategy, fraction)
 
-
+# %% ../nbs/06_plots.ipynb #f00d7fb9
 def accuracy_cell(draws: dict) -> str:
     "'acc [low, high]' for one draw, 'mean +- sd (n draws)' for several, '' for none."
     from mimeo_nb.stats import accuracy_ci
@@ -605,7 +605,7 @@ def accuracy_cell(draws: dict) -> str:
     accs = [v.mean() for v in draws.values()]
     return f"{np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f} ({len(accs)} draws)"
 
-
+# %% ../nbs/06_plots.ipynb #2a94baee
 def accuracy_table(runs: list, fractions=FRACTIONS, where: dict | None = None) -> pd.DataFrame:
     """The strategies table with a 95 % interval over test tiles in every cell (mean and sd over label draws where there
     are several)."""
@@ -614,7 +614,7 @@ def accuracy_table(runs: list, fractions=FRACTIONS, where: dict | None = None) -
         index=[n for n, _, _ in MAIN_ROWS],
     )
 
-
+# %% ../nbs/06_plots.ipynb #82016d13
 def compare_rows(
     runs: list, a: str, b: str, fraction: float, where: dict | None = None, alpha: float = 0.05
 ) -> dict | None:
@@ -631,7 +631,7 @@ def compare_rows(
             raise ValueError(f"{a} and {b} at {fraction:.0%} (draw {s}) were scored on different test tiles")
     return compare([da[s].to_numpy() for s in seeds], [db[s].to_numpy() for s in seeds], alpha)
 
-
+# %% ../nbs/06_plots.ipynb #b353a662
 STUDY_CLAIMS = [
     ("Linear, RAW", "Random initialisation"),
     ("Linear, HOG", "Random initialisation"),
@@ -706,7 +706,7 @@ def targets_table(runs: list, where: dict | None = None, margin: float = 0.05, a
         )
     return pd.DataFrame(rows).set_index("target")
 
-
+# %% ../nbs/06_plots.ipynb #1d0108fc
 def quality_table(runs: list) -> pd.DataFrame:
     """Pre-training quality on test tiles (`quality.json`): masked-patch MSE against the mean target, cosine against the
     mean's."""
@@ -732,7 +732,7 @@ def quality_table(runs: list) -> pd.DataFrame:
         rows, columns=["model", "head", "mse_ratio", "cosine", "cosine_mean_target", "tiles"]
     ).set_index("model")
 
-
+# %% ../nbs/06_plots.ipynb #f2c93bc8
 def study_seconds(metas: list) -> dict:
     """The compute the run folders record, each pre-training counted once: a unit's own wall time (less the pre-training
     it ran itself) plus every distinct pre-training's seconds (`pretrain_id`). -> total, longest resumable part, seconds

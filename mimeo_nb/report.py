@@ -230,12 +230,12 @@ def _h(title: str) -> list[str]:
     "A heading (or lead-in line) and the blank line after it."
     return [title, ""]
 
-
+# %% ../nbs/07a_report.ipynb #3a3b55f8
 def _img(alt: str, name: str) -> list[str]:
     "A figure of `figures/` and the blank line after it."
     return [f"![{alt}](figures/{name}.png)", ""]
 
-
+# %% ../nbs/07a_report.ipynb #5f424061
 def lines_13band(runs: list, runs_dir, t: dict, findings: list) -> list[str]:
     "The README section of the 13-band study from its tables `t` and `findings`."
     std = ["Standard deviation over seeds:", "", markdown_table(_pct(strategies_table(runs, std=True)))]
@@ -256,7 +256,7 @@ def lines_13band(runs: list, runs_dir, t: dict, findings: list) -> list[str]:
     out += (std if t["multi_seed"] else []) + _img("strategies", "f5_strategies")
     return out + _lines_13band_more(t)
 
-
+# %% ../nbs/07a_report.ipynb #c820de46
 def _lines_13band_more(t: dict) -> list[str]:
     "The 13-band section after the main table: ablations, loss, per-class accuracy and the figures."
     out = _h("### 6. Ablations (100 % labels)") + _h("Target normalisation (mask 0.7):")

@@ -19,7 +19,7 @@ def _correct(v, name: str = "correct") -> np.ndarray:
         raise ValueError(f"{name} must hold booleans (or 0/1); got {a.dtype}")
     return a.astype(bool)
 
-
+# %% ../nbs/05a_stats.ipynb #6920a893
 def accuracy_ci(correct, confidence: float = 0.95) -> tuple:
     "(accuracy, low, high): the share of `correct` tiles and its Wilson score interval."
     from statsmodels.stats.proportion import proportion_confint
@@ -41,7 +41,7 @@ def mcnemar_test(a_correct, b_correct) -> dict:
     p = 1.0 if a_only + b_only == 0 else float(mcnemar(table, exact=True).pvalue)
     return dict(diff=float(a.mean() - b.mean()), a_only=a_only, b_only=b_only, p=p, n=len(a))
 
-
+# %% ../nbs/05a_stats.ipynb #43f6d099
 def paired_bootstrap(a_correct, b_correct, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple:
     "(difference, low, high): accuracy of A minus B with a percentile interval from resampling the same tiles."
     from scipy.stats import bootstrap
@@ -76,7 +76,7 @@ def verdict(diff: float, p: float, alpha: float = 0.05) -> str:
         return "reversed"
     return "not resolved"
 
-
+# %% ../nbs/05a_stats.ipynb #29e9c5b2
 def compare(a_draws: list, b_draws: list, alpha: float = 0.05) -> dict:
     """A vs B over label draws (lists of per-tile correctness, paired by position): per-draw tests and the all-draws
     verdict."""

@@ -44,7 +44,7 @@ def git_state(root=None) -> dict:
         commit, dirty = None, None
     return dict(commit=commit, dirty=dirty)
 
-
+# %% ../nbs/07_study.ipynb #2f1ef848
 def device_name(device: torch.device) -> str:
     "A human name of the device: the GPU's, or the CPU model and the threads torch uses."
     if device.type == "cuda":
@@ -60,7 +60,7 @@ def device_name(device: torch.device) -> str:
         pass
     return f"{model} ({torch.get_num_threads()} threads)"
 
-
+# %% ../nbs/07_study.ipynb #ff8adb60
 def provenance(cfg: Config, tiles: TileSet | None, device: torch.device) -> dict:
     "Where a run's numbers come from: code version, packages, hardware, data."
     import timm, numpy, sklearn
@@ -352,7 +352,7 @@ def study_grid(fractions=None, profile: str = "cpu") -> list:
     grid.append(("rawhog-AC-m0.7", dict(target="raw+hog", variant="AC", mask=0.7, evaluations=ev, fractions=one)))
     return grid
 
-
+# %% ../nbs/07_study.ipynb #225b9aca
 def _rgb_ablation_units(epochs: int) -> list:
     "The RGB ablations as units: each pre-trains `epochs` epochs, then probes (linear, k-NN) at 100 % labels."
     units = []
@@ -362,7 +362,7 @@ def _rgb_ablation_units(epochs: int) -> list:
         units.append((name, dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1])))
     return units
 
-
+# %% ../nbs/07_study.ipynb #ba2ada8c
 def rgb_grid(profile: str = "cpu-rgb") -> list:
     """The full-size RGB study as resumable units (one pre-training, the probes of one encoder, or one fine-tuning at
     one fraction and draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its
@@ -397,7 +397,7 @@ def run_params(cfg: Config) -> dict:
     "papermill parameters of `nbs/run.ipynb` for the run `cfg`: the whole config, once, as JSON."
     return dict(config=cfg.to_json())
 
-
+# %% ../nbs/07_study.ipynb #598bee55
 def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: str, fingerprint: str) -> dict | None:
     """The overrides of grid unit `name` with every `lr-of:<unit>` replaced by the lr that unit chose; `None` while that
     unit is unfinished."""
@@ -413,7 +413,7 @@ def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: st
             ov[k] = float(json.loads((d / RUN_FILES["metrics"]).read_text())[0]["lr"])
     return ov
 
-
+# %% ../nbs/07_study.ipynb #994664ab
 class _Units:
     "The study's grid for one profile, data and output folder: each unit's overrides and run folder."
 
@@ -433,7 +433,7 @@ class _Units:
         "The `Config` of a unit's overrides `ov`."
         return make_config(self.profile, data_dir=self.data_dir, out_dir=self.out_dir, **ov)
 
-
+# %% ../nbs/07_study.ipynb #f3620415
 def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock) -> str:
     "Execute `nbs/run.ipynb` for one unit (after any PAUSE file is gone) and add its wall time to the sweep log."
     import papermill as pm
@@ -461,7 +461,7 @@ def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock
         record_sweep(units.out_dir, units.profile, 1, time.time() - t0, jobs)
     return name
 
-
+# %% ../nbs/07_study.ipynb #e83a211e
 def run_study(
     profile: str = "cpu",
     data_dir: str = "",
@@ -505,12 +505,12 @@ def run_study(
         run_report(Path(out_dir).parent, kernel=kernel)
     return [units(n)[1] for n in selected]
 
-
+# %% ../nbs/07_study.ipynb #5b3b2839
 def default_runs_dir(profile: str) -> Path:
     "Run folders of a profile: `results/runs`, and `results/runs-rgb` for the full-size RGB profile."
     return results_root() / {"cpu-rgb": "runs-rgb", "gpu-rgb": "runs-gpu-rgb"}.get(profile, "runs")
 
-
+# %% ../nbs/07_study.ipynb #86cab2e9
 def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int) -> dict:
     """Add one sweep's wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study adds its
     sessions up)."""
@@ -530,7 +530,7 @@ def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int
     atomic_write_text(f, json.dumps(d, indent=1))
     return d
 
-
+# %% ../nbs/07_study.ipynb #52ba4c06
 @contextmanager
 def kernel_env(jobs: int = 1):
     """The environment the papermill kernels inherit, restored on exit: a non-interactive matplotlib backend and text
@@ -549,7 +549,7 @@ def kernel_env(jobs: int = 1):
             else:
                 os.environ[k] = v
 
-
+# %% ../nbs/07_study.ipynb #8d67ea61
 def run_report(results_dir="", kernel: str = "python3") -> Path:
     """Execute `nbs/report.ipynb`: figures, tables and README of the runs in `<results_dir>/runs` and
     `<results_dir>/runs-rgb`."""
@@ -576,7 +576,7 @@ def run_report(results_dir="", kernel: str = "python3") -> Path:
         )
     return results_dir
 
-
+# %% ../nbs/07_study.ipynb #1bbd4946
 def study_parser():
     "The command line of `mimeo-study` (`python -m mimeo_nb.study`)."
     import argparse
@@ -602,7 +602,7 @@ def study_parser():
     p.add_argument("--list", action="store_true", help="list the grid and exit")
     return p
 
-
+# %% ../nbs/07_study.ipynb #11dda2d4
 def main(argv=None):
     "Command line: `python -m mimeo_nb.study --profile cpu` runs the whole grid, then the report."
     a = study_parser().parse_args(argv)

@@ -40,7 +40,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return torch.device(name)
 
-
+# %% ../nbs/04_train.ipynb #15cf8ced
 def cpu_has_bf16() -> bool:
     "Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); without it PyTorch emulates bf16 and fp32 is faster."
     try:
@@ -49,7 +49,7 @@ def cpu_has_bf16() -> bool:
         return False
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
-
+# %% ../nbs/04_train.ipynb #a4645360
 def resolve_precision(precision: str, device: torch.device) -> str:
     "`auto` -> 'bf16' on CUDA GPUs and CPUs with native bf16, else 'fp32'."
     if precision != "auto":
@@ -58,7 +58,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_bf16() else "fp32"
 
-
+# %% ../nbs/04_train.ipynb #7d045b2e
 @dataclass
 class Dist:
     "This process's place in the job."
@@ -70,7 +70,7 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-
+# %% ../nbs/04_train.ipynb #0bcc2e67
 def setup_distributed(device: torch.device) -> Dist:
     "Join the `torchrun` process group (gloo on CPU, NCCL on CUDA), or return a single-process `Dist`."
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -141,7 +141,7 @@ class PretrainData:
             return iter(packed_loader(self.ssl4eo, batches, epoch, workers, pin_memory))
         return (self.batch(ids, epoch) for ids in batches)
 
-
+# %% ../nbs/04_train.ipynb #ef7e5275
 def checkpoint_dir(cfg: Config, data: PretrainData) -> Path:
     """Where the pre-training `cfg` describes keeps its checkpoint, history and encoder: `<root>/<pretrain id>-<data>`,
     where root is `MIMEO_CHECKPOINTS` when set (a folder outside the work tree that later sessions reuse), else
@@ -149,7 +149,7 @@ def checkpoint_dir(cfg: Config, data: PretrainData) -> Path:
     root = os.environ.get("MIMEO_CHECKPOINTS") or Path(cfg.out_dir or default_out_dir()) / "_checkpoints"
     return Path(root).expanduser() / f"{pretrain_id(cfg)}-{data.fingerprint[:8]}"
 
-
+# %% ../nbs/04_train.ipynb #9a720dfe
 PRETRAIN_CROP = {"vit_small_patch16_224": 64}  # SSL4EO crops at EuroSAT's tile size, then resized like EuroSAT tiles
 
 
@@ -213,7 +213,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list:
         (no_decay if p.ndim <= 1 or n.endswith(("cls_token", "mask_token", "pos_embed")) else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
-
+# %% ../nbs/04_train.ipynb #321db746
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float = 0.0) -> float:
     "Linear warm-up over `warmup_steps`, then a half-cosine decay to `min_lr` at `total_steps`."
     if step < warmup_steps:
@@ -244,7 +244,7 @@ def save_checkpoint(path, model, optimizer, epoch: int, step: int, history: list
     torch.save(state, buf)
     _atomic_write_bytes(Path(path), lambda f: f.write(buf.getbuffer()))
 
-
+# %% ../nbs/04_train.ipynb #db93e719
 def load_checkpoint(path, model=None, optimizer=None) -> dict:
     "Load `path` into `model` / `optimizer`; `ValueError` if it is missing, unreadable or of another architecture."
     path = Path(path)
@@ -286,7 +286,7 @@ def limit_cpu_heap(threshold: int = 128 * 1024) -> bool:
     mallopt = getattr(libc, "mallopt", None)  # glibc only (musl has none)
     return bool(mallopt and mallopt(-3, threshold))  # -3 = M_MMAP_THRESHOLD
 
-
+# %% ../nbs/04_train.ipynb #a337ffbe
 CPU_HEAP_SETTINGS = ("default", "limit")
 
 
