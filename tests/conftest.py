@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mimeo_nb.data import EUROSAT_FILE_ORDER, find_data
+from mimeo_nb.data import find_data
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -52,7 +52,10 @@ def test_bench_notebook_quick(ms_sample, tmp_path):
     assert t["matmul_peak_gflops"]["fp32"] > 0 and all(
         "error" not in row and row["images_per_s"] > 0 for row in t["rows"]
     )
-    assert all(row["gflop_per_image"] > 0 for row in t["rows"])
+    # self-consistent: achieved GFLOP/s = GFLOP per image x images/s, in every row
+    assert all(
+        row["achieved_gflops"] == pytest.approx(row["gflop_per_image"] * row["images_per_s"]) for row in t["rows"]
+    )
     heap = json.loads((tmp_path / "bench" / "heap.json").read_text())
     assert heap["rows"] and all(
         r["default_peak_memory_gib"] > 0 and r["limit_peak_memory_gib"] > 0 and r["speed_ratio_limit_vs_default"] > 0

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,7 +13,7 @@ import torch
 
 from mimeo_nb.config import make_config
 from mimeo_nb.data import load_eurosat
-from mimeo_nb.train import PretrainData, make_split, pretrain
+from mimeo_nb.train import PretrainData, pretrain
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 COMMON = [
@@ -188,10 +187,3 @@ def test_history_and_schedule(tiles, tmp_path):
     assert (
         torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 3
     )  # the last epoch is always checkpointed
-
-
-def test_batch_larger_than_data(tiles):
-    cfg = make_config("smoke", batch_size=4096, device="cpu")
-    n = len(make_split(tiles, cfg)["train"])  # the smoke profile's stratified 100-tile subset, 80/20
-    with pytest.raises(ValueError, match=f"= 4096 exceeds the {n} pre-training tiles; use a smaller batch_size"):
-        pretrain(cfg, None, PretrainData(cfg, tiles), progress=False)
