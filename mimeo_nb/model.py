@@ -189,6 +189,10 @@ class MaskedAutoencoder(nn.Module):
             )
             self.heads["hog"] = nn.Linear(Dd, self.in_chans * (self.patch_size // self.hog_cell) ** 2 * hog_bins)
 
+    def no_weight_decay(self) -> set:
+        "What AdamW leaves undecayed besides norms and biases: the tokens and position embeddings (timm's convention)."
+        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()} | {"mask_token"}
+
     def _init_weights(self):
         "MAE's initialisation: xavier-uniform linears (patch embedding as a linear), small normal tokens."
         w = self.encoder.patch_embed.proj.weight.data

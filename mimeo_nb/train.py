@@ -205,13 +205,13 @@ def augment(x, seed: int, epoch: int, ids, out_size: int, scale=(0.2, 1.0), rati
 
 # %% ../nbs/04_train.ipynb #1c710ee9
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list:
-    "Two AdamW groups: decayed weights, and undecayed norms, biases, tokens and embeddings."
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or n.endswith(("cls_token", "mask_token", "pos_embed")) else decay).append(p)
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    """Two AdamW groups: decayed weights, then undecayed norms, biases, tokens and position embeddings (timm's
+    `param_groups_weight_decay` with the model's `no_weight_decay()`), in the order checkpoints store them."""
+    from timm.optim import param_groups_weight_decay
+
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
+    return sorted(groups, key=lambda g: g["weight_decay"] == 0)  # decayed first
 
 # %% ../nbs/04_train.ipynb #321db746
 def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float = 0.0) -> float:
