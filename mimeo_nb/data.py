@@ -52,21 +52,15 @@ class Band(NamedTuple):
     wavelength: int
 
 # %% ../nbs/00_data.ipynb #a37da596
+# fmt: off
 S2_BANDS = (
-    Band("B01", "Aerosols", 60, 443),
-    Band("B02", "Blue", 10, 490),
-    Band("B03", "Green", 10, 560),
-    Band("B04", "Red", 10, 665),
-    Band("B05", "Red edge 1", 20, 705),
-    Band("B06", "Red edge 2", 20, 740),
-    Band("B07", "Red edge 3", 20, 783),
-    Band("B08", "NIR", 10, 842),
-    Band("B8A", "Red edge 4", 20, 865),
-    Band("B09", "Water vapour", 60, 945),
-    Band("B10", "Cirrus", 60, 1375),
-    Band("B11", "SWIR 1", 20, 1610),
+    Band("B01", "Aerosols", 60, 443), Band("B02", "Blue", 10, 490), Band("B03", "Green", 10, 560),
+    Band("B04", "Red", 10, 665), Band("B05", "Red edge 1", 20, 705), Band("B06", "Red edge 2", 20, 740),
+    Band("B07", "Red edge 3", 20, 783), Band("B08", "NIR", 10, 842), Band("B8A", "Red edge 4", 20, 865),
+    Band("B09", "Water vapour", 60, 945), Band("B10", "Cirrus", 60, 1375), Band("B11", "SWIR 1", 20, 1610),
     Band("B12", "SWIR 2", 20, 2190),
 )
+# fmt: on
 BAND_NAMES = tuple(b.name for b in S2_BANDS)  # canonical order: B01..B08, B8A, B09..B12
 EUROSAT_FILE_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
 EUROSAT_TO_CANONICAL = tuple(EUROSAT_FILE_ORDER.index(n) for n in BAND_NAMES)  # file band index for each canonical band

@@ -117,17 +117,8 @@ def _check_xy(x, y):
         raise ValueError("no training samples: features and labels are empty")
 
 # %% ../nbs/05_evaluate.ipynb #1080cc6e
-def train_head(
-    train_x,
-    train_y,
-    n_classes: int,
-    epochs: int = 50,
-    lr: float = 0.1,
-    wd: float = 0.001,
-    batch: int = 64,
-    schedule: str = "constant",
-    seed: int = 42,
-) -> nn.Module:
+def train_head(train_x, train_y, n_classes: int, epochs: int = 50, lr: float = 0.1, wd: float = 0.001, batch: int = 64,
+               schedule: str = "constant", seed: int = 42) -> nn.Module:  # fmt: skip
     """The probe head trained on features `train_x` `[N, D]` and labels `train_y` `[N]` (SGD, momentum 0.9), in eval
     mode."""
     _check_xy(train_x, train_y)
@@ -156,18 +147,8 @@ def train_head(
     return head.eval()
 
 # %% ../nbs/05_evaluate.ipynb #b0b17793
-def linear_probe(
-    train_x,
-    train_y,
-    test_x,
-    n_classes: int,
-    epochs: int = 50,
-    lr: float = 0.1,
-    wd: float = 0.001,
-    batch: int = 64,
-    schedule: str = "constant",
-    seed: int = 42,
-) -> np.ndarray:
+def linear_probe(train_x, train_y, test_x, n_classes: int, epochs: int = 50, lr: float = 0.1, wd: float = 0.001,
+                 batch: int = 64, schedule: str = "constant", seed: int = 42) -> np.ndarray:  # fmt: skip
     "Train the probe on `train_x` `[N, D]` / `train_y` `[N]`; return class probabilities `[M, n_classes]` for `test_x`."
     head = train_head(train_x, train_y, n_classes, epochs, lr, wd, batch, schedule, seed)
     with torch.no_grad():

@@ -148,17 +148,9 @@ def _fold_slots(ext, bins: int, cell: int, normalize: bool, eps: float):
     return out
 
 # %% ../nbs/01_hog.ipynb #42236c54
-def hog(
-    x: torch.Tensor,
-    bins: int = 9,
-    cell: int = 8,
-    gradient: str = "central",
-    binning: str = "hard",
-    normalize: bool = True,
-    gaussian_window: int = 0,
-    eps: float = 1e-5,
-    chunk: int | None = None,
-) -> torch.Tensor:
+def hog(x: torch.Tensor, bins: int = 9, cell: int = 8, gradient: str = "central", binning: str = "hard",
+        normalize: bool = True, gaussian_window: int = 0, eps: float = 1e-5,
+        chunk: int | None = None) -> torch.Tensor:  # fmt: skip
     "HOG of every band of `x` `[B, C, H, W]` (float, any device) -> `[B, C, H/cell, W/cell, bins]`."
     check_images(x)
     check_hog_options(bins, cell, gradient, binning, gaussian_window, eps)
@@ -190,17 +182,9 @@ def hog(
 class HOG(nn.Module):
     "Batched per-band HOG as a module: `[B, C, H, W]` float -> `[B, C, H/cell, W/cell, bins]` (see `hog`)."
 
-    def __init__(
-        self,
-        bins: int = 9,
-        cell: int = 8,
-        gradient: str = "central",
-        binning: str = "hard",
-        normalize: bool = True,
-        gaussian_window: int = 0,
-        eps: float = 1e-5,
-        chunk: int | None = None,
-    ):
+    def __init__(self, bins: int = 9, cell: int = 8, gradient: str = "central", binning: str = "hard",
+                 normalize: bool = True, gaussian_window: int = 0, eps: float = 1e-5,
+                 chunk: int | None = None):  # fmt: skip
         super().__init__()
         check_hog_options(bins, cell, gradient, binning, gaussian_window, eps)
         self.options = dict(

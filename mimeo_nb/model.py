@@ -26,35 +26,16 @@ __all__ = ['PRESETS', 'TARGETS', 'VARIANTS', 'variant_settings', 'sincos_pos_emb
            'plot_reconstruction', 'pretext_quality']
 
 # %% ../nbs/03_model.ipynb #34439a07
+# fmt: off
 PRESETS = {
-    "vit_tiny_patch8_64": dict(
-        arch="vit_tiny_patch16_224",
-        img_size=64,
-        patch_size=8,
-        embed_dim=192,
-        decoder_dim=128,
-        decoder_depth=2,
-        decoder_heads=4,
-    ),
-    "vit_small_patch8_64": dict(
-        arch="vit_small_patch16_224",
-        img_size=64,
-        patch_size=8,
-        embed_dim=384,
-        decoder_dim=256,
-        decoder_depth=4,
-        decoder_heads=8,
-    ),
-    "vit_small_patch16_224": dict(
-        arch="vit_small_patch16_224",
-        img_size=224,
-        patch_size=16,
-        embed_dim=384,
-        decoder_dim=512,
-        decoder_depth=8,
-        decoder_heads=16,
-    ),
+    "vit_tiny_patch8_64": dict(arch="vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=192,
+                               decoder_dim=128, decoder_depth=2, decoder_heads=4),
+    "vit_small_patch8_64": dict(arch="vit_small_patch16_224", img_size=64, patch_size=8, embed_dim=384,
+                                decoder_dim=256, decoder_depth=4, decoder_heads=8),
+    "vit_small_patch16_224": dict(arch="vit_small_patch16_224", img_size=224, patch_size=16, embed_dim=384,
+                                  decoder_dim=512, decoder_depth=8, decoder_heads=16),
 }
+# fmt: on
 TARGETS = ("raw", "hog", "raw+hog")
 
 # %% ../nbs/03_model.ipynb #91236d89
@@ -293,19 +274,18 @@ class MaskedAutoencoder(nn.Module):
 
     def config(self) -> dict:
         "The constructor arguments that rebuild this model."
-        return dict(
-            preset=self.preset,
-            target=self.target,
-            variant=self.variant,
-            in_chans=self.in_chans,
-            mask_ratio=self.mask_ratio,
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            hog_cell=self.hog_cell,
-            loss_on=self.loss_on,
-            w_raw=self.w_raw,
-            w_hog=self.w_hog,
+        names = (
+            "preset",
+            "target",
+            "variant",
+            "in_chans",
+            "mask_ratio",
+            "img_size",
+            "patch_size",
+            "hog_cell",
+            "loss_on",
         )
+        return {k: getattr(self, k) for k in (*names, "w_raw", "w_hog")}
 
 # %% ../nbs/03_model.ipynb #fcbe3ff4
 def overfit(model: MaskedAutoencoder, x, steps: int = 40, lr: float = 1e-3, seed: int = 0) -> list:
@@ -326,13 +306,8 @@ def overfit(model: MaskedAutoencoder, x, steps: int = 40, lr: float = 1e-3, seed
 # %% ../nbs/03_model.ipynb #f2e06545
 def encoder_kwargs(model: MaskedAutoencoder) -> dict:
     "Keyword arguments for `timm.create_model` that rebuild `model.encoder`."
-    return dict(
-        model_name=model.arch,
-        in_chans=model.in_chans,
-        img_size=model.img_size,
-        patch_size=model.patch_size,
-        num_classes=0,
-    )
+    m = model
+    return dict(model_name=m.arch, in_chans=m.in_chans, img_size=m.img_size, patch_size=m.patch_size, num_classes=0)
 
 # %% ../nbs/03_model.ipynb #74757fa9
 def export_encoder(model: MaskedAutoencoder, path, band_names=BAND_NAMES) -> Path:

@@ -20,21 +20,10 @@ __all__ = ['RES_M', 'PACK_FORMAT', 'make_ssl4eo_fixture', 'file_sha256', 'pack_s
            'rank_batches', 'packed_loader', 'main']
 
 # %% ../nbs/00a_pack.ipynb #367ab7eb
-RES_M = {
-    "B1": 60,
-    "B2": 10,
-    "B3": 10,
-    "B4": 10,
-    "B5": 20,
-    "B6": 20,
-    "B7": 20,
-    "B8": 10,
-    "B8A": 20,
-    "B9": 60,
-    "B10": 60,
-    "B11": 20,
-    "B12": 20,
-}
+# fmt: off
+RES_M = {"B1": 60, "B2": 10, "B3": 10, "B4": 10, "B5": 20, "B6": 20, "B7": 20, "B8": 10, "B8A": 20, "B9": 60, "B10": 60,
+         "B11": 20, "B12": 20}
+# fmt: on
 
 
 def make_ssl4eo_fixture(

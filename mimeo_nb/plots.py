@@ -224,11 +224,7 @@ def loss_table(runs: list) -> pd.DataFrame:
     return out
 
 # %% ../nbs/06_plots.ipynb #1092b020
-PER_CLASS_MODELS = {
-    "RAW A": RAW_A,
-    "HOG C": HOG_C,
-    "Supervised": dict(init="random"),
-}
+PER_CLASS_MODELS = {"RAW A": RAW_A, "HOG C": HOG_C, "Supervised": dict(init="random")}
 
 
 def per_class_table(runs: list, fraction: float, strategy: str = "finetune") -> pd.DataFrame:
@@ -658,17 +654,8 @@ def comparisons_table(
             c = compare_rows(runs, a, b, f, where, alpha)
             if c is None:
                 continue
-            rows.append(
-                dict(
-                    claim=f"{a} beats {b}",
-                    fraction=f,
-                    diff=c["diff"],
-                    diff_sd=c["diff_sd"],
-                    p=c["p"],
-                    draws=c["draws"],
-                    verdict=c["verdict"],
-                )
-            )
+            stats = {k: c[k] for k in ("diff", "diff_sd", "p", "draws", "verdict")}
+            rows.append(dict(claim=f"{a} beats {b}", fraction=f, **stats))
     return pd.DataFrame(rows, columns=["claim", "fraction", "diff", "diff_sd", "p", "draws", "verdict"]).set_index(
         "claim"
     )
@@ -718,16 +705,9 @@ def quality_table(runs: list) -> pd.DataFrame:
         q = json.loads(f.read_text())
         for head, v in q["heads"].items():
             c = r["cfg"]
-            rows.append(
-                dict(
-                    model=f"{c['target']} {c['variant']}, mask {c['mask']:g}, {c['epochs']} epochs",
-                    head=head,
-                    mse_ratio=v["mse_ratio"],
-                    cosine=v["cosine"],
-                    cosine_mean_target=v["cosine_mean_target"],
-                    tiles=q["tiles"],
-                )
-            )
+            model = f"{c['target']} {c['variant']}, mask {c['mask']:g}, {c['epochs']} epochs"
+            scores = {k: v[k] for k in ("mse_ratio", "cosine", "cosine_mean_target")}
+            rows.append(dict(model=model, head=head, **scores, tiles=q["tiles"]))
     return pd.DataFrame(
         rows, columns=["model", "head", "mse_ratio", "cosine", "cosine_mean_target", "tiles"]
     ).set_index("model")

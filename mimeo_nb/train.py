@@ -235,10 +235,7 @@ def save_checkpoint(path, model, optimizer, epoch: int, step: int, history: list
         history=history,
         arch={k: model.config()[k] for k in ARCH_KEYS},
         config=cfg.to_dict(),
-        rng=dict(
-            torch=torch.get_rng_state(),
-            cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        ),
+        rng=dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []),
     )
     buf = io.BytesIO()
     torch.save(state, buf)

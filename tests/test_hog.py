@@ -13,14 +13,7 @@ from skimage.feature import _hoghistogram
 from skimage.feature._hog import _hog_channel_gradient
 
 from mimeo_nb.data import find_data, read_tile
-from mimeo_nb.hog import (
-    HOG,
-    check_hog_options,
-    gaussian_window_weights,
-    hog,
-    hog_reference,
-    image_gradients,
-)
+from mimeo_nb.hog import HOG, check_hog_options, gaussian_window_weights, hog, hog_reference, image_gradients
 
 
 @pytest.fixture(scope="session")
@@ -123,13 +116,7 @@ def test_dtypes_and_non_contiguous(tiles):
 
 
 # ---------------------------------------------------------------- bad inputs
-@pytest.mark.parametrize(
-    "call,message",
-    [
-        (lambda x: hog(x, cell=0), "cell=0"),
-        (lambda x: hog(x, chunk=0), "chunk=0"),
-    ],
-)
+@pytest.mark.parametrize("call,message", [(lambda x: hog(x, cell=0), "cell=0"), (lambda x: hog(x, chunk=0), "chunk=0")])
 def test_bad_inputs(tiles, call, message):
     with pytest.raises(ValueError, match=None) as e:
         call(tiles[:2])

@@ -8,13 +8,7 @@ import pytest
 import torch
 
 from mimeo_nb.data import find_data, read_tile
-from mimeo_nb.masking import (
-    block_masking,
-    keyed_uniform,
-    plot_masks,
-    random_masking,
-    splitmix64,
-)
+from mimeo_nb.masking import block_masking, keyed_uniform, plot_masks, random_masking, splitmix64
 
 M64, GOLDEN = (1 << 64) - 1, 0x9E3779B97F4A7C15
 
@@ -66,10 +60,7 @@ def test_block_masks_are_whole_squares_but_one():
 
 # ---------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize(
-    "call,message",
-    [
-        (lambda x: keyed_uniform(0, 0, torch.arange(3), 2, dtype=torch.float16), "dtype=torch.float16"),
-    ],
+    "call,message", [(lambda x: keyed_uniform(0, 0, torch.arange(3), 2, dtype=torch.float16), "dtype=torch.float16")]
 )
 def test_bad_inputs(tokens, call, message):
     with pytest.raises(ValueError) as e:

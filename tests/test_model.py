@@ -105,11 +105,7 @@ def test_reconstruction_figure(real16):
 
 
 @pytest.mark.parametrize(
-    "kwargs,expect",
-    [
-        (dict(mask_ratio=1.0), "mask_ratio=1.0"),
-        (dict(loss_on="visible"), "loss_on='visible'"),
-    ],
+    "kwargs,expect", [(dict(mask_ratio=1.0), "mask_ratio=1.0"), (dict(loss_on="visible"), "loss_on='visible'")]
 )
 def test_bad_construction(kwargs, expect):
     with pytest.raises(ValueError, match=expect.replace("(", r"\(").replace("[", r"\[")):

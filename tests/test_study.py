@@ -179,25 +179,18 @@ def test_no_data_offline_fails_at_once_with_instructions(tmp_path):
 @pytest.mark.slow
 def test_smoke_grid_and_report(ms_sample, tmp_path):
     out = tmp_path / "results" / "runs"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mimeo_nb.study",
-            "--profile",
-            "smoke",
-            "--data-dir",
-            str(ms_sample),
-            "--out-dir",
-            str(out),
-            "--jobs",
-            "2",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    study = [
+        sys.executable,
+        "-m",
+        "mimeo_nb.study",
+        "--profile",
+        "smoke",
+        "--data-dir",
+        str(ms_sample),
+        "--out-dir",
+        str(out),
+    ]
+    r = subprocess.run([*study, "--jobs", "2"], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]
     runs = finished_runs(out)
     assert len(runs) == 14
@@ -236,23 +229,7 @@ def test_smoke_grid_and_report(ms_sample, tmp_path):
     assert len(nbs) == 14
     before = {t: (res / "tables" / t).read_text() for t in tables}
     (res / "README.md").unlink()
-    r2 = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mimeo_nb.study",
-            "--profile",
-            "smoke",
-            "--data-dir",
-            str(ms_sample),
-            "--out-dir",
-            str(out),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r2 = subprocess.run(study, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0 and len(finished_runs(out)) == 14, r2.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "_checkpoints" / "notebooks").glob("*-*.ipynb")} == nbs
     assert "0.9857" in (res / "README.md").read_text()  # written again, by mimeo_nb.report in the study's process

@@ -100,46 +100,15 @@ def test_ddp_two_processes_match_one_with_double_batch(ms_sample, tmp_path):
         "--warmup-epochs",
         "1",
     ]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mimeo_nb.train",
-            *base,
-            "--batch-size",
-            "16",
-            "--checkpoint-dir",
-            str(tmp_path / "r1"),
-            "--history-json",
-            str(one),
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "mimeo_nb.train",
-            *base,
-            "--batch-size",
-            "8",
-            "--checkpoint-dir",
-            str(tmp_path / "r2"),
-            "--history-json",
-            str(two),
-        ],
-        env=env,
-        capture_output=True,
-        timeout=600,
-        text=True,
-    )
+
+    def run(launcher, batch, name, history, **kw):
+        "python [-m torch.distributed.run ...] -m mimeo_nb.train with `base`, writing its history JSON to `history`."
+        args = ["-m", "mimeo_nb.train", *base, "--batch-size", batch, "--checkpoint-dir", str(tmp_path / name)]
+        cmd = [sys.executable, *launcher, *args, "--history-json", str(history)]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, **kw)
+
+    run([], "16", "r1", one, check=True)
+    r = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], "8", "r2", two)
     assert r.returncode == 0, r.stderr[-3000:]
     h1, h2 = json.loads(one.read_text()), json.loads(two.read_text())
     assert len(h1) == len(h2) == 2
