@@ -675,7 +675,6 @@ def write_results(run_dir, records: list, preds: list, tiles: TileSet, test_idx,
     if len(test_idx) * len(preds) <= gzip_rows:
         atomic_write_text(run_dir / RUN_FILES["predictions"], buf.getvalue())
         return run_dir / RUN_FILES["predictions"]
-    _atomic_write_bytes(
-        run_dir / RUN_FILES["predictions"] + ".gz", lambda f: f.write(gzip.compress(buf.getvalue().encode(), mtime=0))
-    )
-    return run_dir / RUN_FILES["predictions"] + ".gz"
+    gz = run_dir / (RUN_FILES["predictions"] + ".gz")
+    _atomic_write_bytes(gz, lambda f: f.write(gzip.compress(buf.getvalue().encode(), mtime=0)))
+    return gz
