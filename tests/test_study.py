@@ -88,12 +88,20 @@ def test_run_notebook_parameters_reach_the_run_and_it_is_skipped_second_time(ms_
         p.name for p in run.iterdir()
     }
     assert meta["provenance"]["git"]["commit"] and meta["provenance"]["data"]["tiles"] == 419
-    # the numbers of this smoke run (fp32) within 1e-5 of those recorded in tests/smoke_reference.json
+    # the numbers of this smoke run (fp32) within 1e-5 of those recorded in tests/smoke_reference.json (on an AMD EPYC). On
+    # another CPU torch's kernels may round the last bits differently, and a probe fitted to convergence can then land a borderline
+    # tile elsewhere: there the pre-training losses must agree to 1e-4 and each accuracy within one of the 21 test tiles
     ref = json.loads(SMOKE_REFERENCE.read_text())
     got = smoke_signature(run)
-    assert got.keys() == ref.keys() and all(abs(got[k] - ref[k]) <= 1e-5 for k in ref), {
-        k: (got.get(k), ref[k]) for k in ref if abs(got.get(k, float("inf")) - ref[k]) > 1e-5
-    }
+    if meta["provenance"]["device_name"].startswith("AMD EPYC ("):
+        tol = dict.fromkeys(ref, 1e-5)
+    else:
+        tol = {
+            k: 1e-4 if k.startswith("epoch") else 1 / 21 + 1e-9 for k in ref if k.startswith("epoch") or "accuracy" in k
+        }
+    assert got.keys() == ref.keys(), (sorted(got), sorted(ref))
+    off = {k: (got[k], ref[k]) for k in tol if abs(got[k] - ref[k]) > tol[k]}
+    assert not off, off
     stamp = (run / "metrics.json").stat().st_mtime_ns
     r2 = papermill(*args[:1], tmp_path / "b.ipynb", *args[2:])
     assert r2.returncode == 0, r2.stderr[-3000:]
