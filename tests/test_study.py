@@ -50,34 +50,19 @@ def smoke_signature(run) -> dict:
     return sig
 
 
+def params(**kw) -> list:
+    "papermill's `-p name value` arguments for `kw`."
+    return [x for k, v in kw.items() for x in ("-p", k, v)]
+
+
 def finished_runs(out):
     return [d for d in Path(out).iterdir() if (d / "config.json").is_file() and not d.name.startswith((".", "_"))]
 
 
 def test_run_notebook_parameters_reach_the_run_and_it_is_skipped_second_time(ms_sample, tmp_path):
     out = tmp_path / "runs"
-    args = [
-        RUN_NB,
-        tmp_path / "a.ipynb",
-        "-p",
-        "profile",
-        "smoke",
-        "-p",
-        "mask",
-        "0.2",
-        "-p",
-        "out_dir",
-        out,
-        "-p",
-        "data_dir",
-        ms_sample,
-        "-p",
-        "evaluations",
-        "linear,knn",
-        "-p",
-        "overrides",
-        '{"precision": "fp32"}',
-    ]
+    args = [RUN_NB, tmp_path / "a.ipynb", *params(profile="smoke", mask="0.2", out_dir=out, data_dir=ms_sample)]
+    args += params(evaluations="linear,knn", overrides='{"precision": "fp32"}')
     r = papermill(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     (run,) = finished_runs(out)
@@ -111,22 +96,7 @@ def test_run_notebook_parameters_reach_the_run_and_it_is_skipped_second_time(ms_
 
 def test_bad_parameter_fails_in_first_cell_naming_it(ms_sample, tmp_path):
     out = tmp_path / "runs"
-    r = papermill(
-        RUN_NB,
-        tmp_path / "bad.ipynb",
-        "-p",
-        "profile",
-        "smoke",
-        "-p",
-        "mask",
-        "1.5",
-        "-p",
-        "out_dir",
-        out,
-        "-p",
-        "data_dir",
-        ms_sample,
-    )
+    r = papermill(RUN_NB, tmp_path / "bad.ipynb", *params(profile="smoke", mask="1.5", out_dir=out, data_dir=ms_sample))
     assert r.returncode != 0
     assert "mask=1.5; allowed: a number in (0, 1)" in r.stderr + (tmp_path / "bad.ipynb").read_text()
     assert not out.exists() or not finished_runs(out)
