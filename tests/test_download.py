@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mimeo_nb.data import download_eurosat, find_eurosat, load_eurosat, md5sum
 from conftest import write_tif
+
+from mimeo_nb.data import download_eurosat, find_eurosat, md5sum
 
 
 class Server:
@@ -86,8 +86,6 @@ def test_good_download(server, archive, tmp_path):
         and (dest / "EuroSAT_MS.zip").is_file()
         and not (dest / "EuroSAT_MS.zip.part").exists()
     )
-    ds = load_eurosat(out, cache_dir=False, progress=False)
-    assert len(ds) == 6 and ds.classes == ["Forest", "River"]
     n = len(server.requests)
     assert (
         download_eurosat(dest, url=server.url, md5=md5sum(archive), progress=False) == out and len(server.requests) == n
@@ -97,7 +95,7 @@ def test_good_download(server, archive, tmp_path):
 
 def test_bad_checksum(server, tmp_path):
     dest = tmp_path / "dl"
-    with pytest.raises(ValueError, match="checksum mismatch.*expected 0{32}"):
+    with pytest.raises(ValueError, match="expected 0{32}; the partial file was removed"):
         download_eurosat(dest, url=server.url, md5="0" * 32, progress=False)
     assert list(dest.iterdir()) == []  # nothing half-written, nothing that looks finished
 
@@ -111,10 +109,7 @@ def test_interrupted_then_resumed(server, archive, tmp_path):
     assert (dest / "EuroSAT_MS.zip.part").stat().st_size == 100_000
     out = download_eurosat(dest, url=server.url, md5=md5sum(archive), progress=False)
     assert server.requests[-1] == "bytes=100000-"  # resumed, not restarted
-    assert (
-        md5sum(dest / "EuroSAT_MS.zip") == md5sum(archive)
-        and len(load_eurosat(out, cache_dir=False, progress=False)) == 6
-    )
+    assert md5sum(dest / "EuroSAT_MS.zip") == md5sum(archive) and out == dest / "EuroSAT_MS"
 
 
 def test_server_without_ranges_restarts(archive, tmp_path):
@@ -150,7 +145,7 @@ def test_offline_message(tmp_path, monkeypatch):
     with pytest.raises(ConnectionError, match="failed"):
         download_eurosat(tmp_path, url="http://127.0.0.1:9/EuroSAT_MS.zip", progress=False, timeout=2)
     # no data anywhere and no network: find_eurosat says how to point it at data
-    import mimeo_nb.data as data
+    from mimeo_nb import data
 
     monkeypatch.delenv("MIMEO_EUROSAT", raising=False)
     monkeypatch.setattr(data, "find_data", lambda required=False: None)

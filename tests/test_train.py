@@ -1,4 +1,6 @@
-"""Pre-training: exact resume after SIGKILL (bitwise on CPU), DDP equivalence under torchrun, bad checkpoints."""
+"""Pre-training in subprocesses: exact resume after SIGKILL (bitwise on CPU), DDP equivalence under torchrun.
+
+Bad checkpoints, the history and the checkpoint schedule are checked in nbs/04_train.ipynb."""
 
 import json
 import os
@@ -8,12 +10,7 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 import torch
-
-from mimeo_nb.config import make_config
-from mimeo_nb.data import load_eurosat
-from mimeo_nb.train import PretrainData, pretrain
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 COMMON = [
@@ -101,11 +98,11 @@ def test_ddp_two_processes_match_one_with_double_batch(ms_sample, tmp_path):
         "1",
     ]
 
-    def run(launcher, batch, name, history, **kw):
+    def run(launcher, batch, name, history, check=False):
         "python [-m torch.distributed.run ...] -m mimeo_nb.train with `base`, writing its history JSON to `history`."
         args = ["-m", "mimeo_nb.train", *base, "--batch-size", batch, "--checkpoint-dir", str(tmp_path / name)]
         cmd = [sys.executable, *launcher, *args, "--history-json", str(history)]
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, **kw)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=check)
 
     run([], "16", "r1", one, check=True)
     r = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"], "8", "r2", two)
@@ -115,44 +112,3 @@ def test_ddp_two_processes_match_one_with_double_batch(ms_sample, tmp_path):
     for a, b in zip(h1, h2):
         for k in ("loss", "raw", "hog", "lr"):
             assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a[k], b[k])
-
-
-@pytest.fixture(scope="module")
-def tiles(ms_sample):
-    return load_eurosat(ms_sample, progress=False)
-
-
-def test_bad_checkpoints_are_refused_and_kept(tiles, tmp_path):
-    cfg = make_config("smoke", epochs=1, device="cpu", target="raw", variant="B")
-    pretrain(cfg, tmp_path, PretrainData(cfg, tiles), progress=False)
-    ck = tmp_path / "checkpoint.pt"
-    before = ck.read_bytes()
-    with pytest.raises(ValueError, match=r"another architecture: target='raw' in the checkpoint vs 'hog'.*variant='B'"):
-        pretrain(cfg.replace(target="hog", variant="C", epochs=2), tmp_path, PretrainData(cfg, tiles), progress=False)
-    with pytest.raises(ValueError, match="preset='vit_tiny_patch8_64' in the checkpoint vs 'vit_small_patch8_64'"):
-        pretrain(
-            cfg.replace(preset="vit_small_patch8_64", epochs=2), tmp_path, PretrainData(cfg, tiles), progress=False
-        )
-    assert ck.read_bytes() == before
-    corrupt = tmp_path / "c"
-    corrupt.mkdir()
-    (corrupt / "checkpoint.pt").write_bytes(before[: len(before) // 2])
-    with pytest.raises(ValueError, match=r"checkpoint .*c/checkpoint.pt' is unreadable"):
-        pretrain(cfg, corrupt, PretrainData(cfg, tiles), progress=False)
-    assert (corrupt / "checkpoint.pt").read_bytes() == before[: len(before) // 2]
-    with pytest.raises(ValueError, match="does not exist"):
-        pretrain(cfg, tmp_path / "none", PretrainData(cfg, tiles), resume=True, progress=False)
-    (corrupt / "checkpoint.pt").write_bytes(b"")
-    with pytest.raises(ValueError, match="unreadable"):
-        pretrain(cfg, corrupt, PretrainData(cfg, tiles), progress=False)
-
-
-def test_history_and_schedule(tiles, tmp_path):
-    cfg = make_config("smoke", epochs=3, warmup_epochs=1, device="cpu", target="raw", variant="A", checkpoint_every=2)
-    r = pretrain(cfg, tmp_path, PretrainData(cfg, tiles), progress=False)
-    h = pd.read_csv(tmp_path / "history.csv")
-    assert list(h.columns[:3]) == ["epoch", "loss", "raw"] and {"lr", "images_per_s", "seconds"} <= set(h.columns)
-    assert list(h.epoch) == [1, 2, 3] and (h.images_per_s > 0).all() and r.final_loss == h.loss.iloc[-1]
-    assert (
-        torch.load(tmp_path / "checkpoint.pt", weights_only=False)["epoch"] == 3
-    )  # the last epoch is always checkpointed
