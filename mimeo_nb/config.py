@@ -14,7 +14,7 @@ from .model import PRESETS, TARGETS, variant_settings
 # %% auto #0
 __all__ = ['EVALUATIONS', 'FRACTIONS', 'RAW_A', 'HOG_C', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'RUN_FILES',
            'SWEEP_LOG', 'NOT_IN_ID', 'EVAL_FIELDS', 'LIST_ITEMS', 'Config', 'check_fields', 'make_config', 'repo_root',
-           'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'run_id', 'unit_label', 'parse_field',
+           'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'unit_label', 'run_id', 'parse_field',
            'config_parser', 'config_from_args']
 
 # %% ../nbs/03a_config.ipynb #7fae7dc1
@@ -318,13 +318,6 @@ def pretrain_id(cfg: Config) -> str:
         return f"random-{cfg.preset}-s{cfg.seed}"
     return f"{cfg.target.replace('+', '')}-{cfg.variant}-m{cfg.mask:g}-{_digest(d)}"
 
-# %% ../nbs/03a_config.ipynb #5580f860
-def run_id(cfg: Config, data_fingerprint: str = "") -> str:
-    "Identity of the whole run (pre-training, evaluations and the data's fingerprint)."
-    d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID}
-    prefix = "baseline" if cfg.init == "random" else f"{cfg.target.replace('+', '')}-{cfg.variant}-m{cfg.mask:g}"
-    return f"{prefix}{unit_label(cfg)}-{_digest({**d, 'data': data_fingerprint})}"
-
 # %% ../nbs/03a_config.ipynb #4012f8f2
 def unit_label(cfg: Config) -> str:
     """What part of an experiment a run holds, for its folder name: '' (all of it), '-pretrain', or e.g.
@@ -339,6 +332,13 @@ def unit_label(cfg: Config) -> str:
     if len(cfg.seeds) == 1:
         label += f"-s{cfg.seeds[0]}"
     return label + ("-lrsearch" if len(cfg.ft_lrs) > 1 else "")
+
+# %% ../nbs/03a_config.ipynb #5580f860
+def run_id(cfg: Config, data_fingerprint: str = "") -> str:
+    "Identity of the whole run (pre-training, evaluations and the data's fingerprint)."
+    d = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_ID}
+    prefix = "baseline" if cfg.init == "random" else f"{cfg.target.replace('+', '')}-{cfg.variant}-m{cfg.mask:g}"
+    return f"{prefix}{unit_label(cfg)}-{_digest({**d, 'data': data_fingerprint})}"
 
 # %% ../nbs/03a_config.ipynb #ec631a54
 LIST_ITEMS = dict(evaluations=str, fractions=float, seeds=int, probe_wds=float, ft_lrs=float)  # the list fields' items
