@@ -326,7 +326,7 @@ class Experiment:
 DRAWS = [42, 43, 44]  # label draws (and training seeds) of the main comparison
 RGB_LRS = [3e-4, 1e-3]  # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
 RGB_FT_EPOCHS = 2  # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
-RGB_ABLATION_EPOCHS = 2  # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
+RGB_ABLATION_EPOCHS = 1  # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
 # the RGB ablations (target, variant, mask): normalisation A-F and RAW+HOG at mask 0.7, masking 0.5 and 0.2 for A, C, D
 RGB_ABLATIONS = [("raw", "A", 0.7), ("hog", "C", 0.7), ("raw", "B", 0.7), ("hog", "D", 0.7), ("hog", "E", 0.7)]
 RGB_ABLATIONS += [("hog", "F", 0.7), ("raw+hog", "AC", 0.7)]
