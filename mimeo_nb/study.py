@@ -204,7 +204,7 @@ ALL_FRACTIONS = [1.0, 0.5, 0.1, 0.01]
 DRAWS = [42, 43, 44]              # label draws (and training seeds) of the main comparison
 RGB_LRS = [3e-4, 1e-3]            # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
 RGB_FT_EPOCHS = 2                 # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
-RGB_ABLATION_EPOCHS = 2           # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
+RGB_ABLATION_EPOCHS = 1           # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
 
 def study_grid(fractions=None, profile: str = "cpu") -> list:
     "The study's experiments as `(name, overrides)` pairs, in the order they run (`cpu-rgb`: `rgb_grid`); `fractions` replaces the four."
