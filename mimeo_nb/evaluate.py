@@ -22,7 +22,7 @@ from .train import lr_at, resolve_device, resolve_precision
 __all__ = ['STRATEGY_NAMES', 'FT_KEYS', 'prepare', 'pool_tokens', 'check_bands', 'encoder_features', 'FeatureCache',
            'linear_head', 'train_head', 'linear_probe', 'knn_predict', 'standardiser', 'fit_logistic',
            'logistic_predict', 'cv_folds', 'choose_weight_decay', 'logistic_probe', 'Classifier', 'flips_rot90',
-           'ft_epochs_at', 'carve_validation', 'finetune', 'predict', 'classification_metrics', 'cached_features',
+           'ft_epochs_at', 'carve_validation', 'predict', 'finetune', 'classification_metrics', 'cached_features',
            'evaluate_one', 'evaluate_encoder', 'write_results']
 
 # %% ../nbs/05_evaluate.ipynb #55e536e0
@@ -320,6 +320,22 @@ def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
     tr, va = train_test_split(idx, test_size=n_val, stratify=stratify, random_state=seed)
     return np.sort(tr), np.sort(va)
 
+# %% ../nbs/05_evaluate.ipynb #e7e6927b
+@torch.no_grad()
+def predict(
+    model: Classifier, tiles: TileSet, idx, normalize, batch: int = 256, device="cpu", bf16: bool = False
+) -> np.ndarray:
+    "Class probabilities `[len(idx), n_classes]` of a `Classifier`."
+    model.eval()
+    out = []
+    img_size = model.encoder.patch_embed.img_size[0]
+    device = torch.device(device)
+    for i in range(0, len(idx), batch):
+        x = prepare(torch.from_numpy(np.asarray(tiles.images[idx[i : i + batch]])).to(device), normalize, img_size)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(F.softmax(model(x).float(), 1).cpu())
+    return torch.cat(out).numpy()
+
 # %% ../nbs/05_evaluate.ipynb #fb273b5f
 def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
     if cfg.ft_recipe == "study":
@@ -509,22 +525,6 @@ def finetune(
         final_train_loss=r["train_loss"][-1],
         trials=trials,
     )
-
-# %% ../nbs/05_evaluate.ipynb #e7e6927b
-@torch.no_grad()
-def predict(
-    model: Classifier, tiles: TileSet, idx, normalize, batch: int = 256, device="cpu", bf16: bool = False
-) -> np.ndarray:
-    "Class probabilities `[len(idx), n_classes]` of a `Classifier`."
-    model.eval()
-    out = []
-    img_size = model.encoder.patch_embed.img_size[0]
-    device = torch.device(device)
-    for i in range(0, len(idx), batch):
-        x = prepare(torch.from_numpy(np.asarray(tiles.images[idx[i : i + batch]])).to(device), normalize, img_size)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out.append(F.softmax(model(x).float(), 1).cpu())
-    return torch.cat(out).numpy()
 
 # %% ../nbs/05_evaluate.ipynb #7eea9900
 def classification_metrics(y_true, y_pred, classes: list) -> dict:

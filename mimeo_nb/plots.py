@@ -15,11 +15,11 @@ from .config import FRACTIONS, HOG_C, RAW_A, RUN_FILES, SWEEP_LOG, run_finished
 # %% auto #0
 __all__ = ['CLASSES', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS', 'MAIN_ROWS',
            'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs', 'find_run',
-           'accuracy', 'strategies_table', 'normalisation_table', 'masking_table', 'loss_table', 'per_class_table',
-           'confusion', 'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions',
-           'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions', 'fig_misclassified', 'merge_units',
-           'run_file', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table', 'compare_rows',
-           'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
+           'run_file', 'accuracy', 'strategies_table', 'normalisation_table', 'masking_table', 'loss_table',
+           'per_class_table', 'confusion', 'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog',
+           'fig_reconstructions', 'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions',
+           'fig_misclassified', 'merge_units', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table',
+           'compare_rows', 'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = [
@@ -142,6 +142,11 @@ def find_run(runs: list, **fields):
     fields = {"init": "pretrained", **fields}
     hits = [r for r in runs if all(r["cfg"].get(k) == v for k, v in fields.items())]
     return hits[-1] if hits else None
+
+# %% ../nbs/06_plots.ipynb #12645da4
+def run_file(run, name: str) -> Path:
+    "Path of one of a run's saved files (`samples.npz`, `misclassified.npz`, ...), also for merged units."
+    return run.get("files", {}).get(name, run["dir"] / name)
 
 # %% ../nbs/06_plots.ipynb #61144832
 def accuracy(run, strategy: str, fraction: float, key: str = "accuracy"):
@@ -555,11 +560,6 @@ def merge_units(runs: list) -> list:
         )
         merged.append(dict(base, metrics=metrics, meta=meta, files=files, unit_dirs=[r["dir"] for r in rs]))
     return merged
-
-# %% ../nbs/06_plots.ipynb #12645da4
-def run_file(run, name: str) -> Path:
-    "Path of one of a run's saved files (`samples.npz`, `misclassified.npz`, ...), also for merged units."
-    return run.get("files", {}).get(name, run["dir"] / name)
 
 # %% ../nbs/06_plots.ipynb #ce89d144
 @functools.lru_cache(maxsize=32)

@@ -24,7 +24,7 @@ from .model import MaskedAutoencoder, export_encoder
 
 # %% auto #0
 __all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'CPU_HEAP_SETTINGS', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'Dist',
-           'setup_distributed', 'PretrainData', 'checkpoint_dir', 'make_split', 'augment', 'param_groups', 'lr_at',
+           'setup_distributed', 'make_split', 'PretrainData', 'checkpoint_dir', 'augment', 'param_groups', 'lr_at',
            'save_checkpoint', 'load_checkpoint', 'limit_cpu_heap', 'cpu_heap_setting', 'model_from_config', 'Engine',
            'setup_pretraining', 'resume_pretraining', 'wrap_model', 'train_step', 'train_one_epoch', 'end_epoch',
            'export_pretrained', 'deterministic_algorithms', 'PretrainResult', 'pretrain', 'main']
@@ -81,6 +81,32 @@ def setup_distributed(device: torch.device) -> Dist:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size())
+
+# %% ../nbs/04_train.ipynb #9a720dfe
+PRETRAIN_CROP = {"vit_small_patch16_224": 64}  # SSL4EO crops at EuroSAT's tile size, then resized like EuroSAT tiles
+
+
+def make_split(tiles: TileSet, cfg: Config) -> dict:
+    "The train/test split `cfg` asks for (`max_tiles` takes a stratified subset first)."
+    labels = tiles.labels
+    if cfg.split == "spatial":
+        if np.isnan(tiles.lonlat).any():
+            raise ValueError(
+                "split='spatial' needs georeferenced tiles; these have no coordinates (use split='random')"
+            )
+        sp = spatial_split(tiles.lonlat, labels, cfg.test_size)
+    else:
+        sp = split_indices(labels, cfg.test_size, seed=cfg.seed)
+    if cfg.max_tiles and cfg.max_tiles < len(labels):
+        from sklearn.model_selection import train_test_split
+
+        keep = np.sort(
+            train_test_split(np.arange(len(labels)), train_size=cfg.max_tiles, stratify=labels, random_state=cfg.seed)[
+                0
+            ]
+        )
+        sp = {k: np.intersect1d(v, keep) for k, v in sp.items()}
+    return sp
 
 # %% ../nbs/04_train.ipynb #03877d6e
 class PretrainData:
@@ -148,32 +174,6 @@ def checkpoint_dir(cfg: Config, data: PretrainData) -> Path:
     `<out_dir>/_checkpoints`."""
     root = os.environ.get("MIMEO_CHECKPOINTS") or Path(cfg.out_dir or default_out_dir()) / "_checkpoints"
     return Path(root).expanduser() / f"{pretrain_id(cfg)}-{data.fingerprint[:8]}"
-
-# %% ../nbs/04_train.ipynb #9a720dfe
-PRETRAIN_CROP = {"vit_small_patch16_224": 64}  # SSL4EO crops at EuroSAT's tile size, then resized like EuroSAT tiles
-
-
-def make_split(tiles: TileSet, cfg: Config) -> dict:
-    "The train/test split `cfg` asks for (`max_tiles` takes a stratified subset first)."
-    labels = tiles.labels
-    if cfg.split == "spatial":
-        if np.isnan(tiles.lonlat).any():
-            raise ValueError(
-                "split='spatial' needs georeferenced tiles; these have no coordinates (use split='random')"
-            )
-        sp = spatial_split(tiles.lonlat, labels, cfg.test_size)
-    else:
-        sp = split_indices(labels, cfg.test_size, seed=cfg.seed)
-    if cfg.max_tiles and cfg.max_tiles < len(labels):
-        from sklearn.model_selection import train_test_split
-
-        keep = np.sort(
-            train_test_split(np.arange(len(labels)), train_size=cfg.max_tiles, stratify=labels, random_state=cfg.seed)[
-                0
-            ]
-        )
-        sp = {k: np.intersect1d(v, keep) for k, v in sp.items()}
-    return sp
 
 # %% ../nbs/04_train.ipynb #99ebc9ca
 def augment(x, seed: int, epoch: int, ids, out_size: int, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), enabled: bool = True):
