@@ -19,7 +19,7 @@ __all__ = ['CLASSES', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING'
            'per_class_table', 'confusion', 'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog',
            'fig_reconstructions', 'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions',
            'fig_misclassified', 'merge_units', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table',
-           'compare_rows', 'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
+           'compare_draws', 'compare_rows', 'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = [
@@ -611,21 +611,27 @@ def accuracy_table(runs: list, fractions=FRACTIONS, where: dict | None = None) -
     )
 
 # %% ../nbs/06_plots.ipynb #82016d13
-def compare_rows(
-    runs: list, a: str, b: str, fraction: float, where: dict | None = None, alpha: float = 0.05
-) -> dict | None:
-    """`mimeo_nb.stats.compare` of rows `a` and `b` over the label draws both have at `fraction` (`None` when they share
-    none)."""
+def compare_draws(da: dict, db: dict, what: str, alpha: float = 0.05) -> dict | None:
+    """`mimeo_nb.stats.compare` of two evaluations `da`, `db` ({draw seed: per-tile correctness}) over the draws both
+    have (`None` when they share none); `what` names them in the error raised when a draw's test tiles differ."""
     from mimeo_nb.stats import compare
 
-    da, db = row_draws(runs, a, fraction, where), row_draws(runs, b, fraction, where)
     seeds = sorted(set(da) & set(db))
     if not seeds:
         return None
     for s in seeds:
         if not da[s].index.equals(db[s].index):
-            raise ValueError(f"{a} and {b} at {fraction:.0%} (draw {s}) were scored on different test tiles")
+            raise ValueError(f"{what} (draw {s}) were scored on different test tiles")
     return compare([da[s].to_numpy() for s in seeds], [db[s].to_numpy() for s in seeds], alpha)
+
+
+def compare_rows(
+    runs: list, a: str, b: str, fraction: float, where: dict | None = None, alpha: float = 0.05
+) -> dict | None:
+    """`mimeo_nb.stats.compare` of rows `a` and `b` over the label draws both have at `fraction` (`None` when they share
+    none)."""
+    da, db = row_draws(runs, a, fraction, where), row_draws(runs, b, fraction, where)
+    return compare_draws(da, db, f"{a} and {b} at {fraction:.0%}", alpha)
 
 # %% ../nbs/06_plots.ipynb #b353a662
 STUDY_CLAIMS = [

@@ -13,17 +13,19 @@ import pandas as pd
 from .config import HOG_C, RAW_A, SWEEP_LOG, results_root
 from .data import band_table
 from .plots import STUDY_LOSS, STUDY_MASKING, STUDY_NORMALISATION, STUDY_PER_CLASS, STUDY_STRATEGIES
-from .plots import accuracy_table, beside, comparisons_table, fig_ablation, fig_confusions, fig_hog
+from .plots import MAIN_ROWS, accuracy_cell, accuracy_table, beside, compare_draws, comparisons_table
+from .plots import correct_by_draw, fig_ablation, fig_confusions, fig_hog
 from .plots import fig_loss_curves, fig_misclassified, fig_reconstructions, fig_sample_tiles, fig_strategies
 from .plots import find_run, load_runs, loss_table, markdown_table, masking_table, merge_units
 from .plots import normalisation_table, per_class_table, quality_table, strategies_table, study_seconds
-from .plots import sweep_seconds, targets_table, write_table
+from .plots import row_draws, sweep_seconds, targets_table, write_table
 
 # %% auto #0
-__all__ = ['VARIANTS_13', 'HELBER_RGB', 'ReportWriter', 'protocol', 'sweep_jobs', 'describe', 'resolution', 'beats',
-           'findings_for', 'ablation_findings', 'figures_13band', 'tables_13band', 'lines_13band', 'report_13band',
-           'split_main_ablation', 'rgb_budget', 'with_study', 'tables_rgb', 'ablation_lines_rgb', 'lines_rgb',
-           'report_rgb', 'header_lines', 'gpu_cost_lines', 'runs_lines', 'write_report']
+__all__ = ['VARIANTS_13', 'HELBER_RGB', 'ReportWriter', 'protocol', 'sweep_jobs', 'ft_schedule', 'probe_draws', 'describe',
+           'resolution', 'beats', 'findings_for', 'ablation_findings', 'figures_13band', 'tables_13band',
+           'lines_13band', 'report_13band', 'split_main_ablation', 'split_reference', 'rgb_budget', 'with_study',
+           'tables_rgb', 'reference_tables', 'ablation_lines_rgb', 'lines_rgb', 'report_rgb', 'header_lines',
+           'gpu_cost_lines', 'runs_lines', 'write_report']
 
 # %% ../nbs/07a_report.ipynb #5f8a807a
 class ReportWriter:
@@ -52,8 +54,9 @@ class ReportWriter:
         self.written.append(f"tables/{name}.md")
 
 # %% ../nbs/07a_report.ipynb #7c12b70a
-def protocol(cfg: dict) -> str:
-    "The pre-training and evaluation settings of the run config `cfg`, in one sentence."
+def protocol(cfg: dict, schedule: dict | None = None) -> str:
+    """The pre-training and evaluation settings of the run config `cfg`, in one sentence; with `schedule`
+    (`ft_schedule`), the fine-tuning epochs and label draws the runs record per label fraction."""
     probe = (
         "linear probe: logistic regression to convergence (L-BFGS), weight decay "
         f"chosen by {cfg['probe_folds']}-fold cross-validation on the labelled tiles, {cfg['pool']} pooling; "
@@ -66,11 +69,15 @@ def protocol(cfg: dict) -> str:
         if cfg.get("ft_val")
         else f", lr {cfg['ft_lr']}, final epoch"
     )
+    ft = f"fine-tuning {cfg['ft_epochs']} epochs{more} "
+    if schedule:
+        per = ", ".join(f"{'/'.join(map(str, e))} x {n} at {f:.0%}" for f, (e, n) in schedule.items())
+        ft = f"fine-tuning (epochs x label draws) {per} "
     return (
         f"model `{cfg['preset']}`, {cfg['epochs']} pre-training epochs, batch {cfg['batch_size']}, base lr "
         f"{cfg['base_lr']}; "
         + probe
-        + f"fine-tuning {cfg['ft_epochs']} epochs{more} "
+        + ft
         + f"({cfg['ft_recipe']} recipe, head from {cfg.get('ft_head_init', 'random')}"
         + choice
         + "); "
@@ -84,16 +91,39 @@ def sweep_jobs(runs_dir) -> int:
     return max([x.get("jobs", 1) for x in sweeps] or [1])
 
 # %% ../nbs/07a_report.ipynb #b8672c4a
+def ft_schedule(rs: list) -> dict:
+    """{label fraction: (fine-tuning epochs, number of label draws)} as the fine-tuning evaluations of the runs `rs`
+    record them, highest fraction first (empty where no evaluation records its epochs)."""
+    seen = {}
+    for m in (m for r in rs for m in r["metrics"] if m["strategy"] == "finetune" and "epochs" in m):
+        epochs, seeds = seen.setdefault(m["fraction"], (set(), set()))
+        epochs.add(m["epochs"])
+        seeds.add(m["seed"])
+    return {f: (sorted(e), len(s)) for f, (e, s) in sorted(seen.items(), reverse=True)}
+
+
+def probe_draws(rs: list) -> int:
+    "The most label draws the linear probe or k-NN of one of the runs `rs` was scored on at one fraction."
+    per = [
+        len({m["seed"] for m in r["metrics"] if m["strategy"] == s and m["fraction"] == f})
+        for r in rs
+        for s in ("linear", "knn")
+        for f in {m["fraction"] for m in r["metrics"]}
+    ]
+    return max(per, default=0)
+
+
 def describe(rs: list, runs_dir) -> list[str]:
-    "What produced the runs `rs` of `runs_dir`: profile and protocol, data, hardware, wall time (markdown bullets)."
+    """What produced the runs `rs` of `runs_dir`: profile and protocol (the fine-tuning schedule as the runs record it),
+    data, hardware, wall time (markdown bullets)."""
     cfg = next((r["cfg"] for r in rs if r["cfg"]["init"] == "pretrained"), rs[0]["cfg"])
     prov = rs[0]["meta"]["provenance"]
     commits = sorted({(r["meta"]["provenance"]["git"]["commit"] or "unknown")[:10] for r in rs})
     dirty = any(r["meta"]["provenance"]["git"]["dirty"] for r in rs)
     jobs = sweep_jobs(runs_dir)
     return [
-        f"- profile: **{', '.join(sorted({r['cfg']['profile'] for r in rs}))}**; {protocol(cfg)}"
-        f"{max(len(r['cfg']['seeds']) for r in rs)} seed(s); label fractions drawn {cfg['fraction_method']}.",
+        f"- profile: **{', '.join(sorted({r['cfg']['profile'] for r in rs}))}**; {protocol(cfg, ft_schedule(rs))}"
+        f"linear probe and k-NN over {probe_draws(rs)} label draw(s); label fractions drawn {cfg['fraction_method']}.",
         f"- data: `{prov['data']['root']}`: {prov['data']['tiles']} tiles ({', '.join(prov['data']['bands'])}), split "
         f"{cfg['split']} "
         f"{1 - cfg['test_size']:.0%}/{cfg['test_size']:.0%}"
@@ -300,6 +330,17 @@ def split_main_ablation(rgb: list) -> tuple[list, list]:
     main = [r for r in rgb if r["cfg"]["init"] == "random" or r["cfg"]["epochs"] == main_epochs]
     return main, [r for r in rgb if r["cfg"]["init"] == "pretrained" and r["cfg"]["epochs"] != main_epochs]
 
+# %% ../nbs/07a_report.ipynb #3a5d3da2
+def split_reference(units: list) -> tuple[list, list]:
+    """The RGB unit folders as (the sweep's, the longer fine-tuning references): fine-tuning units that train more
+    epochs than the least any fine-tuning unit of their initialisation trains."""
+    ft = [u for u in units if u["cfg"].get("evaluations") == ["finetune"]]
+    least = {}
+    for u in ft:
+        least[u["cfg"]["init"]] = min(least.get(u["cfg"]["init"], u["cfg"]["ft_epochs"]), u["cfg"]["ft_epochs"])
+    refs = [u for u in ft if u["cfg"]["ft_epochs"] > least[u["cfg"]["init"]]]
+    return [u for u in units if not any(u is r for r in refs)], refs
+
 # %% ../nbs/07a_report.ipynb #d6d2bbff
 def rgb_budget(rgb_units: list, n_units: int) -> str:
     "The units finished, the compute their folders record (each pre-training once), precision and code commits."
@@ -354,6 +395,34 @@ def tables_rgb(w: ReportWriter, main: list, rgb: list, rgb_units: list) -> dict:
     w.table(t["stages"], "rgb_stage_seconds", "{:.1f}")
     return t
 
+# %% ../nbs/07a_report.ipynb #360172a4
+def reference_tables(main: list, refs: list, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The longer fine-tuning references `refs` (merged runs) beside the main comparison `main`: (accuracy per
+    reference and fraction, paired tests of the claims about them)."""
+    accs, claims = [], []
+    for ref in refs:
+        fields = lambda sel: {"init": "pretrained", **sel}  # noqa: E731 (find_run's default init)
+        row = next(
+            n for n, sel, s in MAIN_ROWS if s == "finetune" and all(ref["cfg"].get(k) == v for k, v in fields(sel).items())
+        )
+        ms = [m for m in ref["metrics"] if m["strategy"] == "finetune"]
+        for f in sorted({m["fraction"] for m in ms}, reverse=True):
+            epochs = "/".join(map(str, sorted({m["epochs"] for m in ms if m["fraction"] == f})))
+            name, dr = f"{row}, {epochs} epochs", correct_by_draw(ref, "finetune", f)
+            accs.append(dict(reference=name, fraction=f, accuracy=accuracy_cell(dr)))
+            for a, b, da, db in [(name, row, dr, row_draws(main, row, f))] + [
+                (x, name, row_draws(main, x, f), dr) for x in ("Fine-tuning, RAW", "Fine-tuning, HOG")
+            ]:
+                c = compare_draws(da, db, f"{a} and {b} at {f:.0%}", alpha)
+                if c is not None:
+                    stats = {k: c[k] for k in ("diff", "diff_sd", "p", "draws", "verdict")}
+                    claims.append(dict(claim=f"{a} beats {b}", fraction=f, **stats))
+    cols = ["claim", "fraction", "diff", "diff_sd", "p", "draws", "verdict"]
+    return (
+        pd.DataFrame(accs, columns=["reference", "fraction", "accuracy"]).set_index("reference"),
+        pd.DataFrame(claims, columns=cols).set_index("claim"),
+    )
+
 # %% ../nbs/07a_report.ipynb #63aa74d8
 def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
     "Tables and README lines of the RGB ablations (none: no lines)."
@@ -398,7 +467,14 @@ def lines_rgb(w: ReportWriter, main: list, runs_dir, t: dict, budget: str, notes
         "(p < 0.05, A ahead) in every draw, is reversed if reversed in every draw, else it is not resolved. "
         "`diff` is A - B (mean over draws), `p` the largest per-draw p-value."
     )
-    out += [markdown_table(t["claims"], "{:.3g}")] + _h("### Pre-training quality on test tiles")
+    out += [markdown_table(t["claims"], "{:.3g}")]
+    if "reference" in t:
+        out += _h("### The longer supervised reference") + _h(
+            "Training from scratch with more fine-tuning epochs than the main comparison gives any model (learning "
+            "rate from the same validation search; 95 % interval over the test tiles):"
+        )
+        out += [markdown_table(t["reference"], "{}"), "", markdown_table(t["reference_claims"], "{:.3g}")]
+    out += _h("### Pre-training quality on test tiles")
     out += _h(
         "Masked-patch error of each head relative to predicting the mean target (`mse_ratio` < 1: better than the "
         "mean), and the cosine similarity of prediction and target against the mean target's."
@@ -411,11 +487,16 @@ def lines_rgb(w: ReportWriter, main: list, runs_dir, t: dict, budget: str, notes
 # %% ../nbs/07a_report.ipynb #0230f135
 def report_rgb(w: ReportWriter, rgb_units: list, runs_dir, n_units: int) -> list[str]:
     "Figures, tables and README section of the RGB study's unit folders `rgb_units` in `runs_dir`."
-    rgb = merge_units(rgb_units)
+    units, refs = split_reference(rgb_units)
+    rgb = merge_units(units)
     main, ablation = split_main_ablation(rgb)
     budget = rgb_budget(rgb_units, n_units)
     print(budget)
     t = tables_rgb(w, main, rgb, rgb_units)
+    if refs:
+        t["reference"], t["reference_claims"] = reference_tables(main, merge_units(refs))
+        w.table(t["reference"], "rgb_reference", "{}")
+        w.table(t["reference_claims"], "rgb_reference_claims", "{:.3g}")
     abl_lines = ablation_lines_rgb(w, ablation)
     notes_file = Path(runs_dir) / "notes.md"
     notes = notes_file.read_text().strip().splitlines() if notes_file.is_file() else []
