@@ -14,12 +14,13 @@ from .config import FRACTIONS, HOG_C, RAW_A, RUN_FILES, SWEEP_LOG, run_finished
 
 # %% auto #0
 __all__ = ['CLASSES', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS', 'MAIN_ROWS',
-           'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs', 'find_run',
-           'run_file', 'accuracy', 'strategies_table', 'normalisation_table', 'masking_table', 'loss_table',
+           'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'ABLATION_PAIRS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs',
+           'find_run', 'run_file', 'accuracy', 'strategies_table', 'normalisation_table', 'masking_table', 'loss_table',
            'per_class_table', 'confusion', 'beside', 'markdown_table', 'write_table', 'fig_sample_tiles', 'fig_hog',
            'fig_reconstructions', 'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions',
            'fig_misclassified', 'merge_units', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table',
-           'compare_draws', 'compare_rows', 'comparisons_table', 'targets_table', 'quality_table', 'study_seconds']
+           'compare_draws', 'compare_rows', 'comparisons_table', 'study_ablation_diff', 'ablation_claims',
+           'targets_table', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = [
@@ -434,14 +435,14 @@ def fig_strategies(
     return fig
 
 # %% ../nbs/06_plots.ipynb #56861778
-def fig_ablation(table: pd.DataFrame, study: pd.DataFrame, title: str):
-    "Figure 6: an ablation table as bars, ours beside the study's."
+def fig_ablation(table: pd.DataFrame, study: pd.DataFrame, title: str, rows=("Linear", "Fine-tuning")):
+    "Figure 6: two rows (evaluation strategies) of an ablation table as bars, ours beside the study's."
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 3))
     cols = list(table.columns)
     x = np.arange(len(cols))
-    for i, s in enumerate(["Linear", "Fine-tuning"]):
+    for i, s in enumerate(rows):
         ax.bar(x + (i - 0.5) * 0.38, table.loc[s].values.astype(float), 0.36, label=f"{s} (ours)", color=f"C{i}")
         if s in study.index:
             ax.scatter(
@@ -665,6 +666,47 @@ def comparisons_table(
     return pd.DataFrame(rows, columns=["claim", "fraction", "diff", "diff_sd", "p", "draws", "verdict"]).set_index(
         "claim"
     )
+
+# %% ../nbs/06_plots.ipynb #476b1ffa
+ABLATION_PAIRS = [
+    *(((("hog", v, 0.7), ("hog", "C", 0.7))) for v in "DEF"),
+    (("raw", "B", 0.7), ("raw", "A", 0.7)),
+    *(((t, v, m), (t, v, 0.7)) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D")) for m in (0.5, 0.2)),
+]
+_STUDY_NORM_COLUMN = {c[0]: c for c in STUDY_NORMALISATION.columns}  # variant letter -> column
+
+
+def study_ablation_diff(x: tuple, ref: tuple, strategy: str) -> float:
+    """The study's accuracy of ablation `x` minus that of its reference `ref` (each `(target, variant, mask)`) under
+    `strategy` (`linear` or `finetune`); NaN where the study reports no number."""
+    row = {"linear": "Linear", "finetune": "Fine-tuning"}.get(strategy)
+    (t, v, m), (rt, rv, rm) = x, ref
+    if row is None or t != "hog" or rt != "hog":
+        return np.nan
+    if m == rm == 0.7 and v in _STUDY_NORM_COLUMN and rv in _STUDY_NORM_COLUMN:
+        return float(STUDY_NORMALISATION.loc[row, _STUDY_NORM_COLUMN[v]] - STUDY_NORMALISATION.loc[row, _STUDY_NORM_COLUMN[rv]])
+    if v == rv == "C" and m in STUDY_MASKING.columns and rm in STUDY_MASKING.columns:
+        return float(STUDY_MASKING.loc[row, m] - STUDY_MASKING.loc[row, rm])
+    return np.nan
+
+
+def ablation_claims(runs: list, fraction: float = 1.0, pairs=ABLATION_PAIRS, alpha: float = 0.05) -> pd.DataFrame:
+    """Each ablation of `pairs` against its reference, per evaluation strategy at `fraction`: the claim the way the
+    study points, A - B (mean over draws), largest per-draw p-value, verdict, and the study's A - B."""
+    name = lambda t, v, m: f"{t.upper()} {v}, mask {m:g}"  # noqa: E731
+    rows = []
+    for x, ref in pairs:
+        for s in ("linear", "finetune", "knn"):
+            sd = study_ablation_diff(x, ref, "linear" if s == "knn" else s)
+            a, b = (x, ref) if sd > 0 else (ref, x)  # NaN: the reference first
+            da, db = (correct_by_draw(find_run(runs, target=t, variant=v, mask=m), s, fraction) for t, v, m in (a, b))
+            c = compare_draws(da, db, f"{name(*a)} and {name(*b)} ({s} at {fraction:.0%})", alpha)
+            if c is None:
+                continue
+            stats = {k: c[k] for k in ("diff", "p", "draws", "verdict")}
+            rows.append(dict(claim=f"{name(*a)} beats {name(*b)}", strategy=s, **stats, study=abs(sd) if s != "knn" else np.nan))
+    cols = ["claim", "strategy", "diff", "p", "draws", "verdict", "study"]
+    return pd.DataFrame(rows, columns=cols).set_index("claim")
 
 # %% ../nbs/06_plots.ipynb #49e34b49
 def targets_table(runs: list, where: dict | None = None, margin: float = 0.05, alpha: float = 0.01) -> pd.DataFrame:

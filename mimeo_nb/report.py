@@ -13,7 +13,8 @@ import pandas as pd
 from .config import HOG_C, RAW_A, SWEEP_LOG, results_root
 from .data import band_table
 from .plots import STUDY_LOSS, STUDY_MASKING, STUDY_NORMALISATION, STUDY_PER_CLASS, STUDY_STRATEGIES
-from .plots import MAIN_ROWS, accuracy_cell, accuracy_table, beside, compare_draws, comparisons_table
+from .plots import MAIN_ROWS, ablation_claims, accuracy_cell, accuracy_table, beside, compare_draws
+from .plots import comparisons_table
 from .plots import correct_by_draw, fig_ablation, fig_confusions, fig_hog
 from .plots import fig_loss_curves, fig_misclassified, fig_reconstructions, fig_sample_tiles, fig_strategies
 from .plots import find_run, load_runs, loss_table, markdown_table, masking_table, merge_units
@@ -22,10 +23,10 @@ from .plots import row_draws, sweep_seconds, targets_table, write_table
 
 # %% auto #0
 __all__ = ['VARIANTS_13', 'HELBER_RGB', 'ReportWriter', 'protocol', 'sweep_jobs', 'ft_schedule', 'probe_draws', 'describe',
-           'resolution', 'beats', 'findings_for', 'ablation_findings', 'figures_13band', 'tables_13band',
-           'lines_13band', 'report_13band', 'split_main_ablation', 'split_reference', 'rgb_budget', 'with_study',
-           'tables_rgb', 'reference_tables', 'ablation_lines_rgb', 'lines_rgb', 'report_rgb', 'header_lines',
-           'gpu_cost_lines', 'runs_lines', 'write_report']
+           'resolution', 'beats', 'findings_for', 'ablation_findings', 'figures_13band', 'masking_more',
+           'tables_13band', 'ablation_claim_lines', 'lines_13band', 'report_13band', 'split_main_ablation',
+           'split_reference', 'rgb_budget', 'with_study', 'tables_rgb', 'reference_tables', 'ablation_lines_rgb',
+           'lines_rgb', 'report_rgb', 'header_lines', 'gpu_cost_lines', 'runs_lines', 'write_report']
 
 # %% ../nbs/07a_report.ipynb #5f8a807a
 class ReportWriter:
@@ -220,6 +221,13 @@ def figures_13band(w: ReportWriter, runs: list) -> None:
     w.save(fig_misclassified(find_run(runs, **HOG_C)), "f9_misclassified_hog")
     w.save(fig_misclassified(find_run(runs, **RAW_A)), "f9_misclassified_raw")
 
+# %% ../nbs/07a_report.ipynb #b1434066
+def masking_more(runs: list) -> pd.DataFrame:
+    "The masking-ratio ablation of RAW A and HOG D (no accuracy of theirs in the study), one row per strategy and variant."
+    t = pd.concat({"RAW A": masking_table(runs, "A", "raw"), "HOG D": masking_table(runs, "D")})
+    t.index = [f"{s}, {v}" for v, s in t.index]
+    return t
+
 # %% ../nbs/07a_report.ipynb #88116504
 def tables_13band(w: ReportWriter, runs: list) -> dict:
     "Tables 1, 4, 5, 6 and 8 of the 13-band runs (and figures 5, 6); returns them for the README."
@@ -236,8 +244,9 @@ def tables_13band(w: ReportWriter, runs: list) -> dict:
     w.save(fig_strategies(t["strat"]), "f5_strategies")
     w.table(beside(t["norm"], STUDY_NORMALISATION), "t6_normalisation", "{}")
     w.table(beside(t["mask"], STUDY_MASKING), "t6_masking", "{}")
-    extra = pd.concat({"RAW A": masking_table(runs, "A", "raw"), "HOG D": masking_table(runs, "D")})
-    w.table(extra, "t6_masking_extra")
+    t["mask_more"], t["ablation_claims"] = masking_more(runs), ablation_claims(runs)
+    w.table(t["mask_more"], "t6_masking_extra")
+    w.table(t["ablation_claims"], "t6_ablation_claims", "{:.3g}")
     hog_norm = t["norm"][[c for c in t["norm"].columns if c[0] in "EDCF"]]
     w.save(fig_ablation(hog_norm, STUDY_NORMALISATION, "HOG target normalisation (mask 0.7)"), "f6_normalisation")
     w.save(fig_ablation(t["mask"], STUDY_MASKING, "masking ratio (HOG C)"), "f6_masking")
@@ -264,6 +273,18 @@ def _h(title: str) -> list[str]:
 def _img(alt: str, name: str) -> list[str]:
     "A figure of `figures/` and the blank line after it."
     return [f"![{alt}](figures/{name}.png)", ""]
+
+# %% ../nbs/07a_report.ipynb #3faec360
+def ablation_claim_lines(claims: pd.DataFrame) -> list[str]:
+    "README lines of the ablation claims table (none when no ablation has a reference to be compared with)."
+    if claims.empty:
+        return []
+    return _h(
+        "Each ablation against its reference (McNemar's exact test on the same test tiles, per label draw). A claim "
+        "points the way the study's numbers do (k-NN the way its linear numbers do; where the study has no number, "
+        "the claim is that the reference, norm-pix and mask 0.7, is better); `diff` is A - B, `p` the largest "
+        "per-draw p-value, `study` the study's A - B."
+    ) + [markdown_table(claims, "{:.3g}")]
 
 # %% ../nbs/07a_report.ipynb #5f424061
 def lines_13band(runs: list, runs_dir, t: dict, findings: list) -> list[str]:
@@ -292,7 +313,9 @@ def _lines_13band_more(t: dict) -> list[str]:
     out = _h("### 6. Ablations (100 % labels)") + _h("Target normalisation (mask 0.7):")
     out += [markdown_table(beside(t["norm"], STUDY_NORMALISATION)), *_h("Masking ratio (HOG C):")]
     out += [markdown_table(beside(t["mask"], STUDY_MASKING))]
+    out += _h("Masking ratio of RAW A and HOG D (the study reports their losses only):") + [markdown_table(t["mask_more"])]
     out += _h("![normalisation](figures/f6_normalisation.png) ![masking](figures/f6_masking.png)")
+    out += ablation_claim_lines(t["ablation_claims"])
     out += _h("### 4. Pre-training loss") + _h(
         "Final loss, masking ratio x variant. Losses of different targets are on different scales: standardised "
         "targets (A, C, E) have variance 1, unit-norm HOG cells (D) small entries, raw pixels (B) and raw HOG (F) the "
@@ -428,11 +451,19 @@ def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
     "Tables and README lines of the RGB ablations (none: no lines)."
     if not ablation:
         return []
-    norm, maskt = normalisation_table(ablation), masking_table(ablation)
+    norm, maskt, more = normalisation_table(ablation), masking_table(ablation), masking_more(ablation)
+    claims = ablation_claims(ablation)
     w.table(norm, "rgb_t6_normalisation")
     w.table(maskt, "rgb_t6_masking")
+    w.table(more, "rgb_t6_masking_extra")
+    w.table(claims, "rgb_t6_ablation_claims", "{:.3g}")
+    probes = ("Linear", "k-NN")  # the ablations are not fine-tuned here
+    w.save(fig_ablation(norm, STUDY_NORMALISATION, "target normalisation (mask 0.7), EuroSAT RGB", probes), "rgb_f6_normalisation")
+    w.save(fig_ablation(maskt, STUDY_MASKING, "masking ratio (HOG C), EuroSAT RGB", probes), "rgb_f6_masking")
+    e = ablation[0]["cfg"]["epochs"]
+    figs = [f"![{n}](figures/{n}.png)" for n in ("rgb_f6_normalisation", "rgb_f6_masking") if f"figures/{n}.png" in w.written]
     return [
-        f"### Ablations ({ablation[0]['cfg']['epochs']} pre-training epochs, linear probe and k-NN at 100 % labels)",
+        f"### Ablations ({e} pre-training epoch{'s' if e != 1 else ''}, linear probe and k-NN at 100 % labels)",
         "",
         "Target normalisation (mask 0.7):",
         "",
@@ -440,7 +471,12 @@ def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
         "Masking ratio (HOG C):",
         "",
         markdown_table(beside(maskt, STUDY_MASKING)),
+        "Masking ratio of RAW A and HOG D (the study reports their losses only):",
         "",
+        markdown_table(more),
+        " ".join(figs),
+        "",
+        *ablation_claim_lines(claims),
     ]
 
 # %% ../nbs/07a_report.ipynb #02337093
