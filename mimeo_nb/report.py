@@ -23,10 +23,11 @@ from .plots import row_draws, sweep_seconds, targets_table, write_table
 
 # %% auto #0
 __all__ = ['VARIANTS_13', 'HELBER_RGB', 'ReportWriter', 'protocol', 'sweep_jobs', 'ft_schedule', 'probe_draws', 'describe',
-           'resolution', 'beats', 'findings_for', 'ablation_findings', 'figures_13band', 'masking_more',
-           'tables_13band', 'ablation_claim_lines', 'lines_13band', 'report_13band', 'split_main_ablation',
-           'split_reference', 'rgb_budget', 'with_study', 'tables_rgb', 'reference_tables', 'ablation_lines_rgb',
-           'lines_rgb', 'report_rgb', 'header_lines', 'gpu_cost_lines', 'runs_lines', 'write_report']
+           'resolution', 'beats', 'findings_for', 'ablation_findings', 'reconstruction_figures', 'figures_13band',
+           'masking_more', 'tables_13band', 'ablation_claim_lines', 'lines_13band', 'report_13band',
+           'split_main_ablation', 'split_reference', 'rgb_budget', 'with_study', 'tables_rgb', 'reference_tables',
+           'ablation_lines_rgb', 'lines_rgb', 'report_rgb', 'header_lines', 'gpu_cost_lines', 'runs_lines',
+           'write_report']
 
 # %% ../nbs/07a_report.ipynb #5f8a807a
 class ReportWriter:
@@ -202,19 +203,27 @@ def ablation_findings(norm: pd.DataFrame, mask: pd.DataFrame) -> list[str]:
 # %% ../nbs/07a_report.ipynb #f14a5b18
 VARIANTS_13 = (("raw", "A"), ("raw", "B"), ("hog", "C"), ("hog", "D"), ("hog", "E"), ("hog", "F"))
 
-# %% ../nbs/07a_report.ipynb #96d0a7ea
-def figures_13band(w: ReportWriter, runs: list) -> None:
-    "Figures 1-4, 7 and 9 of the 13-band runs (the tables' own figures come with `tables_13band`)."
-    w.save(fig_sample_tiles(runs[0]), "f1_sample_tiles")
-    w.save(fig_hog(runs[0]), "f2_hog")
+
+def reconstruction_figures(w: ReportWriter, runs: list, prefix: str = "", where: str = "") -> list[str]:
+    """Figure 3 of `runs` as `<prefix>f3_reconstructions_variants` and `..._masks` (titles end with `where`); the
+    names of those written (a figure none of the runs can show is not written)."""
     sel = [(v, dict(target=t, variant=v, mask=0.7)) for t, v in VARIANTS_13]
-    w.save(fig_reconstructions(runs, sel, "reconstructions per variant, mask 0.7"), "f3_reconstructions_variants")
+    names = [f"{prefix}f3_reconstructions_variants", f"{prefix}f3_reconstructions_masks"]
+    w.save(fig_reconstructions(runs, sel, f"reconstructions per variant, mask 0.7{where}"), names[0])
     sel = [
         (f"{t} {v} {m}", dict(target=t, variant=v, mask=m))
         for t, v in (("raw", "A"), ("hog", "C"))
         for m in (0.7, 0.5, 0.2)
     ]
-    w.save(fig_reconstructions(runs, sel, "reconstructions per masking ratio"), "f3_reconstructions_masks")
+    w.save(fig_reconstructions(runs, sel, f"reconstructions per masking ratio{where}"), names[1])
+    return [n for n in names if f"figures/{n}.png" in w.written]
+
+# %% ../nbs/07a_report.ipynb #96d0a7ea
+def figures_13band(w: ReportWriter, runs: list) -> None:
+    "Figures 1-4, 7 and 9 of the 13-band runs (the tables' own figures come with `tables_13band`)."
+    w.save(fig_sample_tiles(runs[0]), "f1_sample_tiles")
+    w.save(fig_hog(runs[0]), "f2_hog")
+    reconstruction_figures(w, runs)
     w.save(fig_loss_curves(runs), "f4_loss_curves")
     w.save(fig_confusions(runs, 1.0), "f7_confusion_100")
     w.save(fig_confusions(runs, 0.1), "f7_confusion_10")
@@ -461,7 +470,9 @@ def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
     w.save(fig_ablation(norm, STUDY_NORMALISATION, "target normalisation (mask 0.7), EuroSAT RGB", probes), "rgb_f6_normalisation")
     w.save(fig_ablation(maskt, STUDY_MASKING, "masking ratio (HOG C), EuroSAT RGB", probes), "rgb_f6_masking")
     e = ablation[0]["cfg"]["epochs"]
-    figs = [f"![{n}](figures/{n}.png)" for n in ("rgb_f6_normalisation", "rgb_f6_masking") if f"figures/{n}.png" in w.written]
+    names = ["rgb_f6_normalisation", "rgb_f6_masking"]
+    names += reconstruction_figures(w, ablation, "rgb_", f", EuroSAT RGB, {e} pre-training epoch{'s' if e != 1 else ''}")
+    figs = [f"![{n}](figures/{n}.png)" for n in names if f"figures/{n}.png" in w.written]
     return [
         f"### Ablations ({e} pre-training epoch{'s' if e != 1 else ''}, linear probe and k-NN at 100 % labels)",
         "",
