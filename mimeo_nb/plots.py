@@ -684,7 +684,8 @@ def study_ablation_diff(x: tuple, ref: tuple, strategy: str) -> float:
     if row is None or t != "hog" or rt != "hog":
         return np.nan
     if m == rm == 0.7 and v in _STUDY_NORM_COLUMN and rv in _STUDY_NORM_COLUMN:
-        return float(STUDY_NORMALISATION.loc[row, _STUDY_NORM_COLUMN[v]] - STUDY_NORMALISATION.loc[row, _STUDY_NORM_COLUMN[rv]])
+        study = STUDY_NORMALISATION.loc[row]
+        return float(study[_STUDY_NORM_COLUMN[v]] - study[_STUDY_NORM_COLUMN[rv]])
     if v == rv == "C" and m in STUDY_MASKING.columns and rm in STUDY_MASKING.columns:
         return float(STUDY_MASKING.loc[row, m] - STUDY_MASKING.loc[row, rm])
     return np.nan
@@ -704,7 +705,8 @@ def ablation_claims(runs: list, fraction: float = 1.0, pairs=ABLATION_PAIRS, alp
             if c is None:
                 continue
             stats = {k: c[k] for k in ("diff", "p", "draws", "verdict")}
-            rows.append(dict(claim=f"{name(*a)} beats {name(*b)}", strategy=s, **stats, study=abs(sd) if s != "knn" else np.nan))
+            study = abs(sd) if s != "knn" else np.nan
+            rows.append(dict(claim=f"{name(*a)} beats {name(*b)}", strategy=s, **stats, study=study))
     cols = ["claim", "strategy", "diff", "p", "draws", "verdict", "study"]
     return pd.DataFrame(rows, columns=cols).set_index("claim")
 

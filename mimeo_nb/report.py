@@ -232,7 +232,7 @@ def figures_13band(w: ReportWriter, runs: list) -> None:
 
 # %% ../nbs/07a_report.ipynb #b1434066
 def masking_more(runs: list) -> pd.DataFrame:
-    "The masking-ratio ablation of RAW A and HOG D (no accuracy of theirs in the study), one row per strategy and variant."
+    "The masking-ratio ablation of RAW A and HOG D (not in the study's tables), a row per strategy and variant."
     t = pd.concat({"RAW A": masking_table(runs, "A", "raw"), "HOG D": masking_table(runs, "D")})
     t.index = [f"{s}, {v}" for v, s in t.index]
     return t
@@ -322,7 +322,8 @@ def _lines_13band_more(t: dict) -> list[str]:
     out = _h("### 6. Ablations (100 % labels)") + _h("Target normalisation (mask 0.7):")
     out += [markdown_table(beside(t["norm"], STUDY_NORMALISATION)), *_h("Masking ratio (HOG C):")]
     out += [markdown_table(beside(t["mask"], STUDY_MASKING))]
-    out += _h("Masking ratio of RAW A and HOG D (the study reports their losses only):") + [markdown_table(t["mask_more"])]
+    out += _h("Masking ratio of RAW A and HOG D (the study reports their losses only):")
+    out += [markdown_table(t["mask_more"])]
     out += _h("![normalisation](figures/f6_normalisation.png) ![masking](figures/f6_masking.png)")
     out += ablation_claim_lines(t["ablation_claims"])
     out += _h("### 4. Pre-training loss") + _h(
@@ -433,9 +434,10 @@ def reference_tables(main: list, refs: list, alpha: float = 0.05) -> tuple[pd.Da
     reference and fraction, paired tests of the claims about them)."""
     accs, claims = [], []
     for ref in refs:
-        fields = lambda sel: {"init": "pretrained", **sel}  # noqa: E731 (find_run's default init)
-        row = next(
-            n for n, sel, s in MAIN_ROWS if s == "finetune" and all(ref["cfg"].get(k) == v for k, v in fields(sel).items())
+        row = next(  # the main comparison's fine-tuning row of the reference's encoder (find_run's default init)
+            n
+            for n, sel, s in MAIN_ROWS
+            if s == "finetune" and all(ref["cfg"].get(k) == v for k, v in {"init": "pretrained", **sel}.items())
         )
         ms = [m for m in ref["metrics"] if m["strategy"] == "finetune"]
         for f in sorted({m["fraction"] for m in ms}, reverse=True):
@@ -467,11 +469,13 @@ def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
     w.table(more, "rgb_t6_masking_extra")
     w.table(claims, "rgb_t6_ablation_claims", "{:.3g}")
     probes = ("Linear", "k-NN")  # the ablations are not fine-tuned here
-    w.save(fig_ablation(norm, STUDY_NORMALISATION, "target normalisation (mask 0.7), EuroSAT RGB", probes), "rgb_f6_normalisation")
+    title = "target normalisation (mask 0.7), EuroSAT RGB"
+    w.save(fig_ablation(norm, STUDY_NORMALISATION, title, probes), "rgb_f6_normalisation")
     w.save(fig_ablation(maskt, STUDY_MASKING, "masking ratio (HOG C), EuroSAT RGB", probes), "rgb_f6_masking")
     e = ablation[0]["cfg"]["epochs"]
     names = ["rgb_f6_normalisation", "rgb_f6_masking"]
-    names += reconstruction_figures(w, ablation, "rgb_", f", EuroSAT RGB, {e} pre-training epoch{'s' if e != 1 else ''}")
+    budget = f", EuroSAT RGB, {e} pre-training epoch{'s' if e != 1 else ''}"
+    names += reconstruction_figures(w, ablation, "rgb_", budget)
     figs = [f"![{n}](figures/{n}.png)" for n in names if f"figures/{n}.png" in w.written]
     return [
         f"### Ablations ({e} pre-training epoch{'s' if e != 1 else ''}, linear probe and k-NN at 100 % labels)",
