@@ -180,7 +180,7 @@ def strategies_table(runs: list, fractions=FRACTIONS, std: bool = False) -> pd.D
 
 # %% ../nbs/06_plots.ipynb #b2a10dc3
 def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0) -> pd.DataFrame:
-    "HOG target normalisation ablation: linear and fine-tuning accuracy of variants E, D, C, F (plus RAW A, B)."
+    "HOG target normalisation ablation: linear and fine-tuning accuracy of variants E, D, C, F (plus RAW A, B, RAW+HOG)."
     cols = {
         "E (norm)": ("hog", "E"),
         "D (norm.hog)": ("hog", "D"),
@@ -188,6 +188,7 @@ def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0) ->
         "F (none)": ("hog", "F"),
         "RAW A (norm-pix)": ("raw", "A"),
         "RAW B": ("raw", "B"),
+        "RAW+HOG (A+C)": ("raw+hog", "AC"),
     }
     return pd.DataFrame(
         {
@@ -439,8 +440,8 @@ def fig_ablation(table: pd.DataFrame, study: pd.DataFrame, title: str, rows=("Li
     "Figure 6: two rows (evaluation strategies) of an ablation table as bars, ours beside the study's."
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 3))
     cols = list(table.columns)
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(cols)), 3))
     x = np.arange(len(cols))
     for i, s in enumerate(rows):
         ax.bar(x + (i - 0.5) * 0.38, table.loc[s].values.astype(float), 0.36, label=f"{s} (ours)", color=f"C{i}")
@@ -454,11 +455,11 @@ def fig_ablation(table: pd.DataFrame, study: pd.DataFrame, title: str, rows=("Li
                 label="study" if i == 0 else None,
                 zorder=3,
             )
-    ax.set_xticks(x, [str(c) for c in cols], fontsize=8)
+    ax.set_xticks(x, [str(c).replace(" (", "\n(") for c in cols], fontsize=8)  # "C (n+norm.hog)": name over meaning
     ax.set_ylim(0, 1)
     ax.set_ylabel("test accuracy")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     return fig
 
@@ -671,6 +672,7 @@ def comparisons_table(
 ABLATION_PAIRS = [
     *(((("hog", v, 0.7), ("hog", "C", 0.7))) for v in "DEF"),
     (("raw", "B", 0.7), ("raw", "A", 0.7)),
+    *((("raw+hog", "AC", 0.7), (t, v, 0.7)) for t, v in (("raw", "A"), ("hog", "C"))),
     *(((t, v, m), (t, v, 0.7)) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D")) for m in (0.5, 0.2)),
 ]
 _STUDY_NORM_COLUMN = {c[0]: c for c in STUDY_NORMALISATION.columns}  # variant letter -> column
@@ -755,7 +757,7 @@ def quality_table(runs: list) -> pd.DataFrame:
         q = json.loads(f.read_text())
         for head, v in q["heads"].items():
             c = r["cfg"]
-            model = f"{c['target']} {c['variant']}, mask {c['mask']:g}, {c['epochs']} epochs"
+            model = f"{c['target']} {c['variant']}, mask {c['mask']:g}, {c['epochs']} epoch{'s' * (c['epochs'] != 1)}"
             scores = {k: v[k] for k in ("mse_ratio", "cosine", "cosine_mean_target")}
             rows.append(dict(model=model, head=head, **scores, tiles=q["tiles"]))
     return pd.DataFrame(

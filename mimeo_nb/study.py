@@ -16,7 +16,7 @@ from .config import Config, make_config, run_id, pretrain_id, PROFILES, FRACTION
 from .config import SWEEP_LOG, parse_field, run_finished
 from .checks import check_choice, check_int
 from .config import check_fields, repo_root, default_out_dir, results_root
-from .data import TileSet, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
+from .data import TileSet, find_data, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
 from .plots import sweep_wall_seconds
 from .pack import file_sha256
@@ -25,9 +25,10 @@ from .train import PretrainData, checkpoint_dir, make_split, model_from_config, 
 from .train import resolve_precision
 
 # %% auto #0
-__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RGB_ABLATIONS', 'git_state', 'device_name', 'provenance',
-           'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_study', 'default_runs_dir',
-           'record_sweep', 'kernel_env', 'run_report', 'study_parser', 'main']
+__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RGB_ABLATIONS', 'RGB_DATA', 'git_state', 'device_name',
+           'provenance', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_study',
+           'default_runs_dir', 'study_data', 'check_same_data', 'record_sweep', 'kernel_env', 'run_report',
+           'study_parser', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -488,8 +489,10 @@ def run_study(
     if only and (unknown := set(only) - set(names)):
         raise ValueError(f"only={sorted(unknown)}; allowed: {names}")
     out_dir = str(Path(out_dir or default_runs_dir(profile)).resolve())
-    data_dir = str(Path(data_dir).resolve()) if data_dir else str(find_eurosat())
-    units = _Units(profile, data_dir, out_dir, extra, load_eurosat(data_dir, progress=progress).fingerprint)
+    data_dir = study_data(profile, data_dir)
+    tiles = load_eurosat(data_dir, progress=progress)
+    check_same_data(out_dir, tiles)
+    units = _Units(profile, data_dir, out_dir, extra, tiles.fingerprint)
     selected = [n for n in units.grid if not only or n in only]
     todo = [n for n in selected if not run_finished(units(n)[1] or "")]
     (Path(out_dir) / "_checkpoints" / "notebooks").mkdir(parents=True, exist_ok=True)
@@ -509,6 +512,37 @@ def run_study(
 def default_runs_dir(profile: str) -> Path:
     "Run folders of a profile: `results/runs`, and `results/runs-rgb` for the full-size RGB profile."
     return results_root() / {"cpu-rgb": "runs-rgb", "gpu-rgb": "runs-gpu-rgb"}.get(profile, "runs")
+
+# %% ../nbs/07_study.ipynb #5e13263a
+RGB_DATA = "eurosat-rgb"  # the full EuroSAT RGB under the data folder: what the RGB profiles run on
+
+
+def study_data(profile: str, data_dir: str = "") -> str:
+    "The EuroSAT folder the study of `profile` runs on: `data_dir`, else `MIMEO_EUROSAT`, else the profile's default."
+    if data_dir:
+        return str(Path(data_dir).resolve())
+    if profile not in ("cpu-rgb", "gpu-rgb") or os.environ.get("MIMEO_EUROSAT"):
+        return str(find_eurosat())
+    data = find_data()
+    if data is None or not (data / RGB_DATA).is_dir():
+        where = f"{data / RGB_DATA} does not exist" if data is not None else "no data folder found (MIMEO_DATA)"
+        raise ValueError(
+            f"profile {profile!r} runs on the full EuroSAT RGB (27,000 tiles) and {where}: pass --data-dir "
+            "(data_dir) with the EuroSAT RGB folder, or set MIMEO_DATA to a folder holding eurosat-rgb/"
+        )
+    return str((data / RGB_DATA).resolve())
+
+# %% ../nbs/07_study.ipynb #50eec6ff
+def check_same_data(out_dir, tiles: TileSet) -> None:
+    "Refuse to add runs on `tiles` to `out_dir` when a finished run there used other data (another fingerprint)."
+    for f in sorted(Path(out_dir).glob("*/config.json")):
+        data = json.loads(f.read_text()).get("provenance", {}).get("data", {})
+        if data.get("fingerprint") and data["fingerprint"] != tiles.fingerprint:
+            raise ValueError(
+                f"{out_dir} holds runs on other data ({f.parent.name}: {data.get('root')}, {data.get('tiles')} tiles, "
+                f"fingerprint {data['fingerprint'][:8]}) than {tiles.root} ({len(tiles)} tiles, fingerprint "
+                f"{tiles.fingerprint[:8]}): pass the data those runs used (--data-dir) or another --out-dir"
+            )
 
 # %% ../nbs/07_study.ipynb #86cab2e9
 def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int) -> dict:
