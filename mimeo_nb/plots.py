@@ -20,7 +20,7 @@ __all__ = ['CLASSES', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING'
            'fig_reconstructions', 'fig_loss_curves', 'fig_strategies', 'fig_ablation', 'fig_confusions',
            'fig_misclassified', 'merge_units', 'correct_by_draw', 'row_draws', 'accuracy_cell', 'accuracy_table',
            'compare_draws', 'compare_rows', 'comparisons_table', 'study_ablation_diff', 'ablation_claims',
-           'targets_table', 'quality_table', 'study_seconds']
+           'targets_table', 'count_text', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = [
@@ -180,7 +180,7 @@ def strategies_table(runs: list, fractions=FRACTIONS, std: bool = False) -> pd.D
 
 # %% ../nbs/06_plots.ipynb #b2a10dc3
 def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0) -> pd.DataFrame:
-    "HOG target normalisation ablation: linear and fine-tuning accuracy of variants E, D, C, F (plus RAW A, B, RAW+HOG)."
+    "HOG target normalisation ablation: linear and fine-tuning accuracy of variants E, D, C, F, RAW A, B, RAW+HOG."
     cols = {
         "E (norm)": ("hog", "E"),
         "D (norm.hog)": ("hog", "D"),
@@ -745,6 +745,11 @@ def targets_table(runs: list, where: dict | None = None, margin: float = 0.05, a
         )
     return pd.DataFrame(rows).set_index("target")
 
+# %% ../nbs/06_plots.ipynb #c98afda5
+def count_text(n: int, word: str) -> str:
+    "`n` and `word`, plural unless `n` is 1: '1 epoch', '10 epochs', '1 pre-training epoch'."
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
 # %% ../nbs/06_plots.ipynb #1d0108fc
 def quality_table(runs: list) -> pd.DataFrame:
     """Pre-training quality on test tiles (`quality.json`): masked-patch MSE against the mean target, cosine against the
@@ -757,7 +762,7 @@ def quality_table(runs: list) -> pd.DataFrame:
         q = json.loads(f.read_text())
         for head, v in q["heads"].items():
             c = r["cfg"]
-            model = f"{c['target']} {c['variant']}, mask {c['mask']:g}, {c['epochs']} epoch{'s' * (c['epochs'] != 1)}"
+            model = f"{c['target']} {c['variant']}, mask {c['mask']:g}, {count_text(c['epochs'], 'epoch')}"
             scores = {k: v[k] for k in ("mse_ratio", "cosine", "cosine_mean_target")}
             rows.append(dict(model=model, head=head, **scores, tiles=q["tiles"]))
     return pd.DataFrame(

@@ -19,7 +19,7 @@ from .plots import correct_by_draw, fig_ablation, fig_confusions, fig_hog
 from .plots import fig_loss_curves, fig_misclassified, fig_reconstructions, fig_sample_tiles, fig_strategies
 from .plots import find_run, load_runs, loss_table, markdown_table, masking_table, merge_units
 from .plots import normalisation_table, per_class_table, quality_table, strategies_table, study_seconds
-from .plots import row_draws, sweep_seconds, targets_table, write_table
+from .plots import count_text, row_draws, sweep_seconds, targets_table, write_table
 
 # %% auto #0
 __all__ = ['VARIANTS_13', 'HELBER_RGB', 'ReportWriter', 'protocol', 'sweep_jobs', 'ft_schedule', 'probe_draws', 'describe',
@@ -474,11 +474,11 @@ def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
     w.save(fig_ablation(maskt, STUDY_MASKING, "masking ratio (HOG C), EuroSAT RGB", probes), "rgb_f6_masking")
     e = ablation[0]["cfg"]["epochs"]
     names = ["rgb_f6_normalisation", "rgb_f6_masking"]
-    budget = f", EuroSAT RGB, {e} pre-training epoch{'s' if e != 1 else ''}"
+    budget = f", EuroSAT RGB, {count_text(e, 'pre-training epoch')}"
     names += reconstruction_figures(w, ablation, "rgb_", budget)
     figs = [f"![{n}](figures/{n}.png)" for n in names if f"figures/{n}.png" in w.written]
     return [
-        f"### Ablations ({e} pre-training epoch{'s' if e != 1 else ''}, linear probe and k-NN at 100 % labels)",
+        f"### Ablations ({count_text(e, 'pre-training epoch')}, linear probe and k-NN at 100 % labels)",
         "",
         "Target normalisation (mask 0.7):",
         "",

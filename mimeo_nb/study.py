@@ -18,16 +18,16 @@ from .checks import check_choice, check_int
 from .config import check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_data, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
-from .plots import sweep_wall_seconds
+from .plots import load_runs, sweep_wall_seconds
 from .pack import file_sha256
 from .model import load_encoder
 from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device
 from .train import resolve_precision
 
 # %% auto #0
-__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RGB_ABLATIONS', 'RGB_DATA', 'git_state', 'device_name',
-           'provenance', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_study',
-           'default_runs_dir', 'study_data', 'check_same_data', 'record_sweep', 'kernel_env', 'run_report',
+__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RGB_PROFILES', 'RGB_ABLATIONS', 'RGB_DATA', 'git_state',
+           'device_name', 'provenance', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit',
+           'run_study', 'default_runs_dir', 'study_data', 'check_same_data', 'record_sweep', 'kernel_env', 'run_report',
            'study_parser', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
@@ -328,6 +328,7 @@ DRAWS = [42, 43, 44]  # label draws (and training seeds) of the main comparison
 RGB_LRS = [3e-4, 1e-3]  # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
 RGB_FT_EPOCHS = 2  # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
 RGB_ABLATION_EPOCHS = 1  # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
+RGB_PROFILES = ("cpu-rgb", "gpu-rgb")  # the profiles of the full-size EuroSAT RGB study (`rgb_grid`)
 # the RGB ablations (target, variant, mask): normalisation A-F and RAW+HOG at mask 0.7, masking 0.5 and 0.2 for A, C, D
 RGB_ABLATIONS = [("raw", "A", 0.7), ("hog", "C", 0.7), ("raw", "B", 0.7), ("hog", "D", 0.7), ("hog", "E", 0.7)]
 RGB_ABLATIONS += [("hog", "F", 0.7), ("raw+hog", "AC", 0.7)]
@@ -337,7 +338,7 @@ RGB_ABLATIONS += [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog
 def study_grid(fractions=None, profile: str = "cpu") -> list:
     """The study's experiments as `(name, overrides)` pairs, in the order they run (`cpu-rgb`: `rgb_grid`); `fractions`
     replaces the four."""
-    if profile in ("cpu-rgb", "gpu-rgb"):
+    if profile in RGB_PROFILES:
         return rgb_grid(profile)
     fr = list(fractions or FRACTIONS)
     one = [max(fr)]
@@ -369,7 +370,7 @@ def rgb_grid(profile: str = "cpu-rgb") -> list:
     one fraction and draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its
     validation tiles. `cpu-rgb` fine-tunes `RGB_FT_EPOCHS` and pre-trains the ablations `RGB_ABLATION_EPOCHS`; `gpu-rgb`
     keeps its profile's budget throughout."""
-    check_choice("profile", profile, ("cpu-rgb", "gpu-rgb"))
+    check_choice("profile", profile, RGB_PROFILES)
     cpu = profile == "cpu-rgb"
     ft_epochs, abl_epochs = (
         (RGB_FT_EPOCHS, RGB_ABLATION_EPOCHS) if cpu else (PROFILES[profile]["ft_epochs"], PROFILES[profile]["epochs"])
@@ -521,7 +522,7 @@ def study_data(profile: str, data_dir: str = "") -> str:
     "The EuroSAT folder the study of `profile` runs on: `data_dir`, else `MIMEO_EUROSAT`, else the profile's default."
     if data_dir:
         return str(Path(data_dir).resolve())
-    if profile not in ("cpu-rgb", "gpu-rgb") or os.environ.get("MIMEO_EUROSAT"):
+    if profile not in RGB_PROFILES or os.environ.get("MIMEO_EUROSAT"):
         return str(find_eurosat())
     data = find_data()
     if data is None or not (data / RGB_DATA).is_dir():
@@ -535,11 +536,11 @@ def study_data(profile: str, data_dir: str = "") -> str:
 # %% ../nbs/07_study.ipynb #50eec6ff
 def check_same_data(out_dir, tiles: TileSet) -> None:
     "Refuse to add runs on `tiles` to `out_dir` when a finished run there used other data (another fingerprint)."
-    for f in sorted(Path(out_dir).glob("*/config.json")):
-        data = json.loads(f.read_text()).get("provenance", {}).get("data", {})
+    for r in load_runs(out_dir):
+        data = r["meta"].get("provenance", {}).get("data", {})
         if data.get("fingerprint") and data["fingerprint"] != tiles.fingerprint:
             raise ValueError(
-                f"{out_dir} holds runs on other data ({f.parent.name}: {data.get('root')}, {data.get('tiles')} tiles, "
+                f"{out_dir} holds runs on other data ({r['dir'].name}: {data.get('root')}, {data.get('tiles')} tiles, "
                 f"fingerprint {data['fingerprint'][:8]}) than {tiles.root} ({len(tiles)} tiles, fingerprint "
                 f"{tiles.fingerprint[:8]}): pass the data those runs used (--data-dir) or another --out-dir"
             )
