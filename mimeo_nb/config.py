@@ -38,6 +38,7 @@ FIELD_CHOICES = dict(
     probe_schedule=("constant", "cosine"),
     ft_recipe=("study", "mae"),
     ft_head_init=("random", "probe"),
+    ft_head=("ln", "bn"),
     probe_method=("lbfgs", "sgd"),
     ft_epoch_scaling=("none", "sqrt"),
 )
@@ -77,6 +78,8 @@ FIELD_RANGES = dict(
     probe_iters=(1, 10**5, "[]", True),
     ft_val=(0, 0.5, "[]", False),
     ft_layer_decay_random=(0, 1, "(]", False),
+    ft_warmup=(0, 0.5, "[]", False),
+    ft_clip=(0, 1e6, "[]", False),
 )
 
 
@@ -132,18 +135,22 @@ class Config:
     probe_wd: float = 0.001
     probe_batch: int = 64
     probe_schedule: str = "constant"  # constant (the study's) | cosine
-    ft_recipe: str = "study"  # study (SGD) | mae (AdamW, layer decay, label smoothing)
+    # study (SGD, constant lr) | mae (AdamW, layer decay, warm-up share + cosine, clipping, label smoothing)
+    ft_recipe: str = "study"
     ft_epochs: int = 50
     ft_lr: float = 0.01
     ft_wd: float = 0.001
     ft_batch: int = 64
     ft_layer_decay: float = 0.75
-    # not applied: the encoders are built with timm's drop_path_rate=0, which makes every DropPath an Identity (kept so
-    # that
-    # the study's runs stay comparable; see the evaluation chapter)
-    ft_drop_path: float = 0.1
+    # stochastic depth while fine-tuning: timm's DropPath in every block, rising linearly with depth to this rate
+    ft_drop_path: float = 0.0
     ft_label_smoothing: float = 0.1
-    ft_head_init: str = "random"  # random (the study's) | probe (LP-FT: start from the linear probe's head)
+    ft_head_init: str = "random"  # random (the study's) | probe (LP-FT: start from the linear probe's head; bn head)
+    # ln: LayerNorm + Linear with near-zero init (MAE's fine-tuning head) | bn: the probe's BatchNorm + Linear, its
+    # statistics recomputed on training tiles before every evaluation
+    ft_head: str = "ln"
+    ft_warmup: float = 0.1  # mae recipe: linear warm-up over this share of all fine-tuning steps, then cosine decay
+    ft_clip: float = 1.0  # mae recipe: clip the gradient norm at this value (0: no clipping)
     knn_k: int = 20
     knn_t: float = 0.07
     # lbfgs (logistic regression to convergence, weight decay chosen by cross-validation) | sgd (the study's)
@@ -183,6 +190,8 @@ class Config:
         check_numbers("seeds", self.seeds, 0, integer=True)
         if self.pretrain_data == "ssl4eo" and self.init == "pretrained" and not self.ssl4eo_dir:
             raise bad_value("ssl4eo_dir", self.ssl4eo_dir, "a folder when pretrain_data='ssl4eo'")
+        if self.ft_head_init == "probe" and self.ft_head != "bn":
+            raise bad_value("ft_head_init", self.ft_head_init, "'random' with ft_head='ln' ('probe' needs ft_head='bn')")
         return self
 
     def replace(self, **overrides) -> "Config":
@@ -231,15 +240,16 @@ PROFILES = {
     "smoke": dict(max_tiles=100, epochs=1, batch_size=32, warmup_epochs=0, probe_epochs=3, ft_epochs=1, ft_batch=32,
                   fractions=[1.0, 0.1], eval_batch=128, knn_k=5),
     "cpu": dict(epochs=30, batch_size=32, base_lr=1.5e-3, warmup_epochs=3, probe_epochs=100, probe_lr=0.1, ft_epochs=6,
-                ft_batch=32, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe"),
-    "cpu-rgb": dict(epochs=10, batch_size=64, base_lr=1.5e-3, warmup_epochs=1, precision="fp32", ft_epochs=4,
-                    ft_epoch_scaling="sqrt", ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe",
+                ft_batch=32, ft_recipe="mae", ft_lr=5e-4, ft_wd=0.05, ft_layer_decay=0.9),
+    "cpu-rgb": dict(epochs=10, batch_size=64, base_lr=1.5e-3, warmup_epochs=1, precision="fp32", ft_epochs=10,
+                    ft_epoch_scaling="sqrt", ft_batch=64, ft_recipe="mae", ft_lr=5e-4, ft_wd=0.05, ft_layer_decay=0.9,
                     checkpoint_every=1, eval_batch=512, pool="mean"),
     "gpu-rgb": dict(epochs=100, batch_size=256, base_lr=1.5e-4, warmup_epochs=10, precision="auto", ft_epochs=50,
-                    ft_epoch_scaling="none", ft_batch=64, ft_recipe="mae", ft_lr=3e-4, ft_head_init="probe",
-                    checkpoint_every=5, eval_batch=1024, pool="mean", device="cuda"),
+                    ft_epoch_scaling="none", ft_batch=64, ft_recipe="mae", ft_lr=5e-4, ft_wd=0.05, ft_layer_decay=0.75,
+                    ft_drop_path=0.1, checkpoint_every=5, eval_batch=1024, pool="mean", device="cuda"),
     "paper": dict(preset="vit_small_patch16_224", pretrain_data="ssl4eo", epochs=100, batch_size=256, base_lr=1.5e-4,
-                  warmup_epochs=10, weight_decay=0.05, probe_epochs=50, ft_epochs=50, ft_batch=64, checkpoint_every=5,
+                  warmup_epochs=10, weight_decay=0.05, probe_epochs=50, ft_epochs=50, ft_batch=64, ft_drop_path=0.1,
+                  checkpoint_every=5,
                   num_workers=8, fraction_method="study"),
 }
 # fmt: on

@@ -21,9 +21,9 @@ from .train import lr_at, resolve_device, resolve_precision
 # %% auto #0
 __all__ = ['STRATEGY_NAMES', 'FT_KEYS', 'prepare', 'pool_tokens', 'check_bands', 'encoder_features', 'FeatureCache',
            'linear_head', 'train_head', 'linear_probe', 'knn_predict', 'standardiser', 'fit_logistic',
-           'logistic_predict', 'cv_folds', 'choose_weight_decay', 'logistic_probe', 'Classifier', 'flips_rot90',
-           'ft_epochs_at', 'carve_validation', 'predict', 'finetune', 'classification_metrics', 'cached_features',
-           'evaluate_one', 'evaluate_encoder', 'write_results']
+           'logistic_predict', 'cv_folds', 'choose_weight_decay', 'logistic_probe', 'finetune_head', 'Classifier',
+           'flips_rot90', 'ft_epochs_at', 'set_drop_path', 'carve_validation', 'predict', 'finetune',
+           'classification_metrics', 'cached_features', 'evaluate_one', 'evaluate_encoder', 'write_results']
 
 # %% ../nbs/05_evaluate.ipynb #55e536e0
 def prepare(x_raw, normalize: BandNormalize, img_size: int):
@@ -278,14 +278,28 @@ def logistic_probe(
     W, info = fit_logistic(zs(train_x), train_y, n_classes, wd, max_iter)
     return logistic_predict(W, zs(test_x)), dict(info, cv_accuracy={f"{k:g}": v for k, v in scores.items()})
 
+# %% ../nbs/05_evaluate.ipynb #1e782524
+def finetune_head(dim: int, n_classes: int, kind: str = "ln") -> nn.Module:
+    """The fine-tuning head: `ln`, LayerNorm + Linear with near-zero weights (MAE's fine-tuning head); `bn`, the probe
+    head (`linear_head`)."""
+    check_choice("ft_head", kind, ("ln", "bn"))
+    if kind == "bn":
+        return linear_head(dim, n_classes)
+    head = nn.Sequential(nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, n_classes))
+    nn.init.trunc_normal_(head[1].weight, std=2e-5)
+    nn.init.zeros_(head[1].bias)
+    return head
+
 # %% ../nbs/05_evaluate.ipynb #3ad67498
 class Classifier(nn.Module):
-    "Encoder + probe head on the pooled tokens."
+    """Encoder + head on the pooled tokens; every encoder parameter trainable (the position embedding too, for
+    pre-trained and random encoders alike)."""
 
-    def __init__(self, encoder: nn.Module, n_classes: int, pool: str = "cls"):
+    def __init__(self, encoder: nn.Module, n_classes: int, pool: str = "cls", head: str = "ln"):
         super().__init__()
         self.encoder, self.pool = encoder, pool
-        self.head = linear_head(encoder.embed_dim, n_classes)
+        self.encoder.requires_grad_(True)
+        self.head = finetune_head(encoder.embed_dim, n_classes, head)
 
     def forward(self, x):
         return self.head(pool_tokens(self.encoder.forward_features(x), self.pool))
@@ -303,6 +317,18 @@ def ft_epochs_at(cfg: Config, fraction: float) -> int:
     """Fine-tuning epochs at label `fraction`: `ft_epochs`, or `round(ft_epochs / sqrt(fraction))` with
     `ft_epoch_scaling='sqrt'`."""
     return cfg.ft_epochs if cfg.ft_epoch_scaling == "none" else max(1, round(cfg.ft_epochs / math.sqrt(fraction)))
+
+# %% ../nbs/05_evaluate.ipynb #36a36570
+def set_drop_path(encoder: nn.Module, rate: float) -> nn.Module:
+    "Put `DropPath(rate * i / (depth - 1))` into block i's residual branches (`Identity` at 0); returns the encoder."
+    from timm.layers import DropPath
+
+    blocks = list(encoder.blocks)
+    for i, blk in enumerate(blocks):
+        r = rate * i / max(1, len(blocks) - 1)
+        for name in ("drop_path1", "drop_path2"):
+            setattr(blk, name, DropPath(r) if r > 0 else nn.Identity())
+    return encoder
 
 # %% ../nbs/05_evaluate.ipynb #def0a21e
 def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
@@ -327,7 +353,7 @@ def predict(
 ) -> np.ndarray:
     "Class probabilities `[len(idx), n_classes]` of a `Classifier`."
     model.eval()
-    out = []
+    out = [torch.zeros(0, model.head[1].out_features)]  # no tiles: no rows
     img_size = model.encoder.patch_embed.img_size[0]
     device = torch.device(device)
     for i in range(0, len(idx), batch):
@@ -338,13 +364,16 @@ def predict(
 
 # %% ../nbs/05_evaluate.ipynb #fb273b5f
 def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
+    "SGD (the study's) or AdamW with layer decay; weight decay on weights only (not on norms, biases, tokens, positions)."
     if cfg.ft_recipe == "study":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.ft_wd)
     from timm.optim import param_groups_layer_decay
 
     decay = cfg.ft_layer_decay if cfg.init == "pretrained" else cfg.ft_layer_decay_random
     groups = param_groups_layer_decay(model.encoder, weight_decay=cfg.ft_wd, layer_decay=decay)
-    groups.append(dict(params=list(model.head.parameters()), weight_decay=cfg.ft_wd, lr_scale=1.0))
+    head = list(model.head.parameters())
+    groups.append(dict(params=[p for p in head if p.ndim > 1], weight_decay=cfg.ft_wd, lr_scale=1.0))
+    groups.append(dict(params=[p for p in head if p.ndim <= 1], weight_decay=0.0, lr_scale=1.0))
     for g in groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
@@ -379,16 +408,37 @@ def _probe_head(model: Classifier, feats, labels, cfg: Config, seed: int) -> Non
         model.head[1].weight.copy_(W[:-1].T.float())
         model.head[1].bias.copy_(W[-1].float())
 
+# %% ../nbs/05_evaluate.ipynb #2cca0b58
+@torch.no_grad()
+def _recompute_bn(model: Classifier, tiles, idx, normalize, batch: int, device, amp: dict) -> None:
+    """A BatchNorm head's statistics recomputed on the training tiles `idx` (at most 4,096, unaugmented) with the encoder as
+    it is now; nothing for a LayerNorm head."""
+    bn = model.head[0]
+    if not isinstance(bn, nn.BatchNorm1d):
+        return
+    model.eval()
+    bn.reset_running_stats()
+    bn.momentum, bn.training = None, True  # a cumulative average over all batches
+    idx = np.asarray(idx)[np.linspace(0, len(idx) - 1, min(len(idx), 4096)).astype(int)]
+    img = model.encoder.patch_embed.img_size[0]
+    for i in range(0, len(idx), batch):
+        x = prepare(torch.from_numpy(np.asarray(tiles.images[idx[i : i + batch]])).to(device), normalize, img)
+        with torch.autocast(**amp):
+            model(x)
+    bn.momentum, bn.training = 0.1, False
+
 # %% ../nbs/05_evaluate.ipynb #1d7404d9
 class _FineTuning:
-    """One fine-tuning run: the classifier (head from the linear probe under LP-FT), its optimiser and schedule, by
-    epoch."""
+    """One fine-tuning run: the classifier, its optimiser and schedule, by epoch; the learning rate and loss of every step
+    are kept (`step_lr`, `step_loss`)."""
 
     def __init__(
         self, encoder, tiles, fit_idx, normalize, cfg: Config, lr: float, epochs: int, seed: int, device, feats=None
     ):
-        torch.manual_seed(seed)  # the head's initialisation (torch's layers take no generator)
-        self.model = Classifier(encoder, len(tiles.classes), cfg.pool).to(device)
+        if cfg.ft_head_init == "probe" and cfg.ft_head != "bn":
+            raise ValueError(f"ft_head_init='probe' needs ft_head='bn' (the probe's head); got ft_head={cfg.ft_head!r}")
+        self.model = Classifier(set_drop_path(encoder, cfg.ft_drop_path), len(tiles.classes), cfg.pool, cfg.ft_head)
+        self.model.to(device)
         if cfg.ft_head_init == "probe":
             f = (
                 feats[fit_idx]
@@ -398,21 +448,27 @@ class _FineTuning:
             _probe_head(self.model, f, tiles.labels[fit_idx], cfg, seed)
         self.opt = _ft_optimizer(self.model, cfg, lr)
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
-        self.batch = min(cfg.ft_batch, len(fit_idx))
+        self.lr, self.batch = lr, min(cfg.ft_batch, len(fit_idx))
         self.steps = max(1, len(fit_idx) // self.batch)
-        self.total, self.warm = self.steps * epochs, (self.steps * min(5, epochs // 5) if cfg.ft_recipe == "mae" else 0)
-        self.smoothing = cfg.ft_label_smoothing if cfg.ft_recipe == "mae" else 0.0
+        self.total = self.steps * epochs
+        mae = cfg.ft_recipe == "mae"
+        self.warm = max(1, round(cfg.ft_warmup * self.total)) if mae and cfg.ft_warmup > 0 else 0
+        self.smoothing = cfg.ft_label_smoothing if mae else 0.0
+        self.clip = cfg.ft_clip if mae else 0.0
         bf16 = resolve_precision(cfg.precision, device) == "bf16"
         self.amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
-        self.tiles, self.fit_idx, self.normalize, self.cfg, self.seed, self.device = (
-            tiles,
-            fit_idx,
-            normalize,
-            cfg,
-            seed,
-            device,
-        )
+        self.tiles, self.fit_idx, self.normalize, self.cfg = tiles, fit_idx, normalize, cfg
+        self.seed, self.device = seed, device
         self.labels, self.img_size, self.step = torch.as_tensor(tiles.labels), encoder.patch_embed.img_size[0], 0
+        self.step_lr, self.step_loss = [], []
+
+    def set_lr(self) -> float:
+        "The learning rate of this step (mae: warm-up, then cosine) set on every group; the head's is returned."
+        if self.cfg.ft_recipe != "mae":
+            return self.lr
+        for g, base in zip(self.opt.param_groups, self.base_lrs):
+            g["lr"] = lr_at(self.step, self.total, self.warm, base)
+        return lr_at(self.step, self.total, self.warm, self.lr)
 
     def epoch(self, ep: int) -> float:
         "Train one epoch (a shuffle keyed by seed and epoch, flips and rotations keyed by tile); its mean loss."
@@ -423,9 +479,7 @@ class _FineTuning:
         ).numpy()
         for i in range(self.steps):
             ids = self.fit_idx[perm[i * b : (i + 1) * b]]
-            if self.cfg.ft_recipe == "mae":
-                for g, base in zip(self.opt.param_groups, self.base_lrs):
-                    g["lr"] = lr_at(self.step, self.total, self.warm, base)
+            lr = self.set_lr()
             x = prepare(
                 torch.from_numpy(np.asarray(self.tiles.images[ids])).to(self.device), self.normalize, self.img_size
             )
@@ -436,16 +490,39 @@ class _FineTuning:
                 )
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
             self.opt.step()
             self.step += 1
             loss_sum += loss.item()
+            self.step_lr.append(lr)
+            self.step_loss.append(loss.item())
         return loss_sum / self.steps
 
     def accuracy(self, idx) -> float:
-        "Accuracy on the tiles `idx` (the validation tiles)."
+        "Accuracy on the tiles `idx` (the validation tiles); a BatchNorm head's statistics are recomputed first."
         cfg = self.cfg
+        _recompute_bn(self.model, self.tiles, self.fit_idx, self.normalize, cfg.eval_batch, self.device, self.amp)
         p = predict(self.model, self.tiles, idx, self.normalize, cfg.eval_batch, self.device, self.amp["enabled"])
         return float((p.argmax(1) == self.tiles.labels[idx]).mean())
+
+    def state(self) -> dict:
+        "What resuming needs besides the epoch's results: weights, optimiser, step, traces, random state."
+        return dict(
+            model=self.model.state_dict(),
+            opt=self.opt.state_dict(),
+            step=self.step,
+            step_lr=self.step_lr,
+            step_loss=self.step_loss,
+            rng=torch.get_rng_state(),
+        )
+
+    def load_state(self, s: dict) -> None:
+        "Continue from `state()`."
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["opt"])
+        self.step, self.step_lr, self.step_loss = s["step"], list(s["step_lr"]), list(s["step_loss"])
+        torch.set_rng_state(s["rng"])
 
 # %% ../nbs/05_evaluate.ipynb #2ca42735
 def _finetune_one(
@@ -461,25 +538,62 @@ def _finetune_one(
     device,
     progress: bool,
     feats=None,
+    ckpt: Path | None = None,
 ) -> dict:
     """One fine-tuning at learning rate `lr`; the weights of the best validation epoch (or the last) are loaded at the
-    end."""
+    end. With `ckpt` (a file) every epoch is saved there atomically and a rerun resumes from the last one exactly; the
+    caller's random stream is left as it was."""
     import copy
 
-    ft = _FineTuning(encoder, tiles, fit_idx, normalize, cfg, lr, epochs, seed, device, feats)
-    val_acc, losses, best = [], [], (-1.0, 0, None)
-    for ep in progress_bar(range(epochs), desc=f"fine-tuning (lr {lr:g})", disable=not progress, leave=False):
-        losses.append(ft.epoch(ep))
-        if len(val_idx):
-            val_acc.append(ft.accuracy(val_idx))
-            if val_acc[-1] > best[0]:
-                best = (val_acc[-1], ep + 1, copy.deepcopy(ft.model.state_dict()))
-    if best[2] is not None:
-        ft.model.load_state_dict(best[2])
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # the head's initialisation and stochastic depth
+        ft = _FineTuning(encoder, tiles, fit_idx, normalize, cfg, lr, epochs, seed, device, feats)
+        val_acc, losses, best, start = [], [], (-1.0, 0, None), 0
+        if ckpt is not None and Path(ckpt).is_file():
+            s = torch.load(ckpt, map_location=device, weights_only=False)
+            ft.load_state(s["ft"])
+            val_acc, losses, best, start = s["val_acc"], s["losses"], tuple(s["best"]), s["epoch"]
+        bar = progress_bar(range(start, epochs), desc=f"fine-tuning (lr {lr:g})", disable=not progress, leave=False)
+        for ep in bar:
+            losses.append(ft.epoch(ep))
+            if len(val_idx):
+                val_acc.append(ft.accuracy(val_idx))
+                if val_acc[-1] > best[0]:
+                    best = (val_acc[-1], ep + 1, copy.deepcopy(ft.model.state_dict()))
+                if progress:
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{val_acc[-1]:.4f}")
+            if ckpt is not None:
+                state = dict(ft=ft.state(), val_acc=val_acc, losses=losses, best=list(best), epoch=ep + 1)
+                tmp = Path(ckpt).with_name(f".{Path(ckpt).name}.tmp")
+                torch.save(state, tmp)
+                tmp.replace(ckpt)
+        if best[2] is not None:
+            ft.model.load_state_dict(best[2])
+        if not len(val_idx):  # the last epoch's weights: a BatchNorm head gets its statistics for them
+            _recompute_bn(ft.model, tiles, fit_idx, normalize, cfg.eval_batch, device, ft.amp)
     epoch = best[1] if len(val_idx) else epochs
-    return dict(model=ft.model, val_accuracy=val_acc, best_val=best[0], epoch=epoch, train_loss=losses)
+    return dict(
+        model=ft.model,
+        val_accuracy=val_acc,
+        best_val=best[0],
+        epoch=epoch,
+        train_loss=losses,
+        step_lr=ft.step_lr,
+        step_loss=ft.step_loss,
+        warmup_steps=ft.warm,
+    )
 
 # %% ../nbs/05_evaluate.ipynb #560b0320
+def _ft_key(cfg: Config, resume_key: str, fit_idx, val_idx, lr: float, epochs: int, seed: int) -> str:
+    "A digest of everything that decides one fine-tuning run (for its resumable checkpoint's name)."
+    ft_fields = {k: v for k, v in cfg.to_dict().items() if k.startswith("ft_") or k in ("pool", "precision", "init")}
+    parts = [resume_key, json.dumps(ft_fields, sort_keys=True)]
+    parts += [hashlib.sha1(np.asarray(i).tobytes()).hexdigest() for i in (fit_idx, val_idx)]
+    parts += [repr(lr), str(epochs), str(seed)]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
 def finetune(
     make_encoder,
     tiles: TileSet,
@@ -492,10 +606,12 @@ def finetune(
     progress: bool = False,
     fraction: float = 1.0,
     feats=None,
+    ckpt_dir=None,
+    resume_key: str = "",
 ) -> dict:
     """Fine-tune fresh encoders from `make_encoder()` + head on the labelled tiles `train_idx` minus `ft_val` validation
     tiles; choose the epoch (and the lr among `ft_lrs`) on those; return the chosen model's test probabilities, computed
-    once, and the choices."""
+    once, the choices and the traces."""
     train_idx = np.asarray(train_idx)
     if len(train_idx) == 0:
         raise ValueError("no training tiles to fine-tune on")
@@ -503,13 +619,38 @@ def finetune(
     normalize = normalize.to(device)
     fit_idx, val_idx = carve_validation(train_idx, tiles.labels, cfg.ft_val, seed)
     epochs, best, trials = ft_epochs_at(cfg, fraction), None, []
+    probe_val = None
+    if feats is not None and len(val_idx):
+        args = (cfg.probe_wds, cfg.probe_folds, seed, cfg.probe_iters)
+        pv, _ = logistic_probe(feats[fit_idx], tiles.labels[fit_idx], feats[val_idx], len(tiles.classes), *args)
+        probe_val = float((pv.argmax(1) == tiles.labels[val_idx]).mean())
     for lr in list(cfg.ft_lrs) or [cfg.ft_lr]:
         encoder = make_encoder()
         check_bands(encoder, tiles)
-        r = _finetune_one(encoder, tiles, fit_idx, val_idx, normalize, cfg, lr, epochs, seed, device, progress, feats)
-        trials.append(dict(lr=lr, val_accuracy=r["val_accuracy"], epoch=r["epoch"], train_loss=r["train_loss"]))
+        ckpt = None
+        if ckpt_dir is not None:
+            Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+            key = _ft_key(cfg, resume_key, fit_idx, val_idx, lr, epochs, seed)
+            ckpt = Path(ckpt_dir) / f"finetune-{key}.pt"
+        r = _finetune_one(
+            encoder, tiles, fit_idx, val_idx, normalize, cfg, lr, epochs, seed, device, progress, feats, ckpt
+        )
+        trials.append(
+            dict(
+                lr=lr,
+                val_accuracy=r["val_accuracy"],
+                epoch=r["epoch"],
+                train_loss=r["train_loss"],
+                loss0=r["step_loss"][0],
+                warmup_steps=r["warmup_steps"],
+                step_lr=r["step_lr"],
+                step_loss=r["step_loss"],
+            )
+        )
         if best is None or r["best_val"] > best[1]["best_val"]:
             best = (lr, r)
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)
     lr, r = best
     bf16 = resolve_precision(cfg.precision, device) == "bf16"
     probs = predict(r["model"], tiles, np.asarray(test_idx), normalize, cfg.eval_batch, device, bf16)
@@ -522,6 +663,7 @@ def finetune(
         n_fit=len(fit_idx),
         n_val=len(val_idx),
         val_accuracy=r["best_val"] if len(val_idx) else None,
+        probe_val_accuracy=probe_val,
         final_train_loss=r["train_loss"][-1],
         trials=trials,
     )
@@ -582,6 +724,7 @@ FT_KEYS = (
     "n_fit",
     "n_val",
     "val_accuracy",
+    "probe_val_accuracy",
     "final_train_loss",
     "trials",
 )  # what a fine-tuning records
@@ -600,6 +743,8 @@ def evaluate_one(
     frac,
     device,
     progress: bool,
+    ckpt_dir=None,
+    resume_key: str = "",
 ) -> tuple:
     "Test probabilities of one evaluation (`strategy` on the `labelled` tiles) and what it records besides metrics."
     k = len(tiles.classes)
@@ -612,7 +757,9 @@ def evaluate_one(
         return linear_probe(feats[labelled], tiles.labels[labelled], feats[test], k, *args), dict(probe_method="sgd")
     if strategy == "knn":
         return knn_predict(feats[labelled], tiles.labels[labelled], feats[test], k, cfg.knn_k, cfg.knn_t), {}
-    r = finetune(make_encoder, tiles, labelled, test, normalize, cfg, seed, device, progress, frac, feats)
+    r = finetune(
+        make_encoder, tiles, labelled, test, normalize, cfg, seed, device, progress, frac, feats, ckpt_dir, resume_key
+    )
     return r["probs"], {key: r[key] for key in FT_KEYS}
 
 # %% ../nbs/05_evaluate.ipynb #46b401d7
@@ -625,16 +772,17 @@ def evaluate_encoder(
     cfg: Config,
     cache: FeatureCache | None = None,
     progress: bool = True,
+    ckpt_dir=None,
 ) -> tuple:
-    """Run `cfg.evaluations` x `cfg.fractions` x `cfg.seeds`; `make_encoder()` returns a fresh encoder. -> (records,
-    predictions)."""
+    """Run `cfg.evaluations` x `cfg.fractions` x `cfg.seeds`; `make_encoder()` returns a fresh encoder; fine-tunings
+    resume from `ckpt_dir` when given. -> (records, predictions)."""
     device = resolve_device(cfg.device)
     train, test = np.asarray(split["train"]), np.asarray(split["test"])
     check_bands(make_encoder(), tiles)
     records, preds = [], []
     jobs = [(s, f, sd) for s in cfg.evaluations for f in cfg.fractions for sd in cfg.seeds]
     feats = None
-    if {"linear", "knn"} & set(cfg.evaluations) or ("finetune" in cfg.evaluations and cfg.ft_head_init == "probe"):
+    if set(cfg.evaluations):  # every strategy uses them (fine-tuning for its probe bar on validation tiles)
         need = np.union1d(train, test)  # only the tiles of this split
         feats = cached_features(
             make_encoder, encoder_key, tiles, need, normalize, cfg, cache or FeatureCache(), device, progress
@@ -643,7 +791,8 @@ def evaluate_encoder(
         labelled = label_fraction(train, tiles.labels, frac, seed=seed, method=cfg.fraction_method)
         t0 = time.time()
         probs, extra = evaluate_one(
-            strategy, labelled, test, feats, make_encoder, tiles, normalize, cfg, seed, frac, device, progress
+            strategy, labelled, test, feats, make_encoder, tiles, normalize, cfg, seed, frac, device, progress,
+            ckpt_dir, encoder_key,
         )
         m = classification_metrics(tiles.labels[test], probs.argmax(1), tiles.classes)
         name = STRATEGY_NAMES[(cfg.init, strategy)]

@@ -246,7 +246,15 @@ class Experiment:
 
             key = f"{enc_path}:{file_sha256(enc_path)}"
         self.records, preds = evaluate_encoder(
-            make, key, self.tiles, self.split, self.normalize, self.cfg, FeatureCache(self.ckpt_dir), self.progress
+            make,
+            key,
+            self.tiles,
+            self.split,
+            self.normalize,
+            self.cfg,
+            FeatureCache(self.ckpt_dir),
+            self.progress,
+            ckpt_dir=self.ckpt_dir,
         )
         write_results(self.tmp_dir, self.records, preds, self.tiles, self.split["test"])
         if preds:
