@@ -38,7 +38,7 @@ FIELD_CHOICES = dict(
     probe_schedule=("constant", "cosine"),
     ft_recipe=("study", "mae"),
     ft_head_init=("random", "probe"),
-    ft_head=("ln", "bn"),
+    ft_head=("bn", "ln"),
     probe_method=("lbfgs", "sgd"),
     ft_epoch_scaling=("none", "sqrt"),
 )
@@ -109,6 +109,8 @@ class Config:
     w_raw: float = 1.0
     w_hog: float = 1.0
     hog_gradient: str = "sobel"  # sobel (MaskFeat) | central (scikit-image)
+    # standardise every HOG target dimension over the training tiles (any HOG variant; G always does)
+    hog_standardise: bool = False
     init: str = "pretrained"  # pretrained | random (the baselines: no pre-training)
     # pre-training
     epochs: int = 30
@@ -146,9 +148,9 @@ class Config:
     ft_drop_path: float = 0.0
     ft_label_smoothing: float = 0.1
     ft_head_init: str = "random"  # random (the study's) | probe (LP-FT: start from the linear probe's head; bn head)
-    # ln: LayerNorm + Linear with near-zero init (MAE's fine-tuning head) | bn: the probe's BatchNorm + Linear, its
-    # statistics recomputed on training tiles before every evaluation
-    ft_head: str = "ln"
+    # bn: the probe's BatchNorm + Linear, its statistics recomputed on training tiles before every evaluation (chosen on
+    # validation tiles) | ln: LayerNorm + Linear with near-zero init (MAE's fine-tuning head)
+    ft_head: str = "bn"
     ft_warmup: float = 0.1  # mae recipe: linear warm-up over this share of all fine-tuning steps, then cosine decay
     ft_clip: float = 1.0  # mae recipe: clip the gradient norm at this value (0: no clipping)
     knn_k: int = 20
@@ -176,7 +178,7 @@ class Config:
             self.device in ("auto", "cpu", "cuda") or (isinstance(self.device, str) and self.device.startswith("cuda:"))
         ):
             raise bad_value("device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-        for name in ("compile", "augment"):
+        for name in ("compile", "augment", "hog_standardise"):
             if not isinstance(getattr(self, name), bool):
                 raise bad_value(name, getattr(self, name), "True or False")
         variant_settings(self.target, self.variant)
@@ -191,7 +193,7 @@ class Config:
         if self.pretrain_data == "ssl4eo" and self.init == "pretrained" and not self.ssl4eo_dir:
             raise bad_value("ssl4eo_dir", self.ssl4eo_dir, "a folder when pretrain_data='ssl4eo'")
         if self.ft_head_init == "probe" and self.ft_head != "bn":
-            raise bad_value("ft_head_init", self.ft_head_init, "'random' with ft_head='ln' ('probe' needs ft_head='bn')")
+            raise bad_value("ft_head_init", self.ft_head_init, "'random' with ft_head='ln' ('probe' needs 'bn')")
         return self
 
     def replace(self, **overrides) -> "Config":
@@ -240,17 +242,17 @@ PROFILES = {
     "smoke": dict(max_tiles=100, epochs=1, batch_size=32, warmup_epochs=0, probe_epochs=3, ft_epochs=1, ft_batch=32,
                   fractions=[1.0, 0.1], eval_batch=128, knn_k=5),
     "cpu": dict(epochs=30, batch_size=32, base_lr=1.5e-3, warmup_epochs=3, probe_epochs=100, probe_lr=0.1, ft_epochs=6,
-                ft_batch=32, ft_recipe="mae", ft_lr=5e-4, ft_wd=0.05, ft_layer_decay=0.9),
+                ft_batch=32, ft_recipe="mae", ft_head="bn", ft_lr=5e-4, ft_wd=0.05, ft_layer_decay=0.9),
     "cpu-rgb": dict(epochs=10, batch_size=64, base_lr=1.5e-3, warmup_epochs=1, precision="fp32", ft_epochs=10,
-                    ft_epoch_scaling="sqrt", ft_batch=64, ft_recipe="mae", ft_lr=5e-4, ft_wd=0.05, ft_layer_decay=0.9,
-                    checkpoint_every=1, eval_batch=512, pool="mean"),
+                    ft_epoch_scaling="sqrt", ft_batch=64, ft_recipe="mae", ft_head="bn", ft_lr=5e-4, ft_wd=0.05,
+                    ft_layer_decay=0.9, checkpoint_every=1, eval_batch=512, pool="mean"),
     "gpu-rgb": dict(epochs=100, batch_size=256, base_lr=1.5e-4, warmup_epochs=10, precision="auto", ft_epochs=50,
-                    ft_epoch_scaling="none", ft_batch=64, ft_recipe="mae", ft_lr=5e-4, ft_wd=0.05, ft_layer_decay=0.75,
-                    ft_drop_path=0.1, checkpoint_every=5, eval_batch=1024, pool="mean", device="cuda"),
+                    ft_epoch_scaling="none", ft_batch=64, ft_recipe="mae", ft_head="bn", ft_lr=5e-4, ft_wd=0.05,
+                    ft_layer_decay=0.75, ft_drop_path=0.1, checkpoint_every=5, eval_batch=1024, pool="mean",
+                    device="cuda"),
     "paper": dict(preset="vit_small_patch16_224", pretrain_data="ssl4eo", epochs=100, batch_size=256, base_lr=1.5e-4,
                   warmup_epochs=10, weight_decay=0.05, probe_epochs=50, ft_epochs=50, ft_batch=64, ft_drop_path=0.1,
-                  checkpoint_every=5,
-                  num_workers=8, fraction_method="study"),
+                  checkpoint_every=5, num_workers=8, fraction_method="study"),
 }
 # fmt: on
 

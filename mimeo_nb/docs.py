@@ -25,7 +25,7 @@ CHAPTER_FIGURES = {
     "03_model": 2,
     "03a_config": 0,
     "04_train": 0,
-    "05_evaluate": 0,
+    "05_evaluate": 1,
     "05a_stats": 0,
     "06_plots": 1,
     "07_study": 0,

@@ -23,7 +23,8 @@ __all__ = ['STRATEGY_NAMES', 'FT_KEYS', 'prepare', 'pool_tokens', 'check_bands',
            'linear_head', 'train_head', 'linear_probe', 'knn_predict', 'standardiser', 'fit_logistic',
            'logistic_predict', 'cv_folds', 'choose_weight_decay', 'logistic_probe', 'finetune_head', 'Classifier',
            'flips_rot90', 'ft_epochs_at', 'set_drop_path', 'carve_validation', 'predict', 'finetune',
-           'classification_metrics', 'cached_features', 'evaluate_one', 'evaluate_encoder', 'write_results']
+           'classification_metrics', 'cached_features', 'evaluate_one', 'evaluate_encoder', 'plot_finetune_traces',
+           'write_results']
 
 # %% ../nbs/05_evaluate.ipynb #55e536e0
 def prepare(x_raw, normalize: BandNormalize, img_size: int):
@@ -333,7 +334,7 @@ def set_drop_path(encoder: nn.Module, rate: float) -> nn.Module:
 # %% ../nbs/05_evaluate.ipynb #def0a21e
 def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
     """Split the labelled tiles `idx` into (training, validation) with `share` held out (stratified where possible; none
-    under 10 tiles)."""
+    under 10 tiles); a class never leaves training: the validation tiles of a class with none left are moved back."""
     idx = np.asarray(idx)
     if share == 0 or len(idx) < 10:
         return idx, idx[:0]
@@ -344,7 +345,9 @@ def carve_validation(idx, labels, share: float, seed: int = 42) -> tuple:
     present = np.unique(y)
     stratify = y if np.bincount(y)[present].min() >= 2 and len(present) <= n_val <= len(idx) - len(present) else None
     tr, va = train_test_split(idx, test_size=n_val, stratify=stratify, random_state=seed)
-    return np.sort(tr), np.sort(va)
+    lost = np.setdiff1d(present, np.asarray(labels)[tr])
+    back = np.array([va[np.asarray(labels)[va] == c][0] for c in lost], dtype=idx.dtype)
+    return np.sort(np.r_[tr, back]), np.sort(np.setdiff1d(va, back))
 
 # %% ../nbs/05_evaluate.ipynb #e7e6927b
 @torch.no_grad()
@@ -803,6 +806,37 @@ def evaluate_encoder(
         if progress:
             print(msg, flush=True)
     return records, preds
+
+# %% ../nbs/05_evaluate.ipynb #8f0f2711
+def plot_finetune_traces(runs: dict, n_classes: int = 10, title: str = ""):
+    """One figure of fine-tuning traces: `runs` maps a name to a trial (`step_lr`, `step_loss`, `val_accuracy`, and
+    optionally `probe_val_accuracy`) as `finetune` records it."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for i, (name, t) in enumerate(runs.items()):
+        c = f"C{i}"
+        steps = np.arange(len(t["step_loss"]))
+        axes[0].plot(steps, t["step_lr"], color=c, label=name)
+        k = max(1, len(steps) // 60)  # a running mean over about 60 points keeps the loss readable
+        smooth = np.convolve(t["step_loss"], np.ones(k) / k, mode="valid")
+        axes[1].plot(steps[k - 1 :], smooth, color=c, label=name)
+        axes[1].scatter([0], [t["step_loss"][0]], color=c, marker="o", zorder=3)
+        ep = np.arange(1, len(t["val_accuracy"]) + 1)
+        axes[2].plot(ep, t["val_accuracy"], marker="o", color=c, label=name)
+        if t.get("probe_val_accuracy") is not None:
+            axes[2].axhline(t["probe_val_accuracy"], color=c, ls="--", lw=1)
+    axes[1].axhline(math.log(n_classes), color="grey", ls=":", lw=1, label=f"log {n_classes} (uniform)")
+    axes[0].set(xlabel="step", ylabel="learning rate (head)", title="learning rate per step")
+    axes[1].set(xlabel="step", ylabel="training loss", title="loss per step (o: step 0)")
+    axes[2].set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy (--: linear probe)")
+    axes[2].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    axes[1].legend(fontsize=8)
+    axes[2].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/05_evaluate.ipynb #802998ca
 def write_results(run_dir, records: list, preds: list, tiles: TileSet, test_idx, gzip_rows: int = 20000) -> Path:

@@ -15,7 +15,7 @@ from .checks import bad_value, check_choice, check_int, check_number
 
 # %% auto #0
 __all__ = ['GRADIENTS', 'BINNINGS', 'check_images', 'check_hog_options', 'image_gradients', 'gaussian_window_weights', 'hog',
-           'HOG', 'hog_reference', 'cells_to_patches', 'hog_glyphs', 'plot_hog_explained']
+           'HOG', 'hog_reference', 'cells_to_patches', 'neighbour_predictability', 'hog_glyphs', 'plot_hog_explained']
 
 # %% ../nbs/01_hog.ipynb #cd7ff61d
 GRADIENTS = ("central", "sobel")  # scikit-image's central difference; MaskFeat's Sobel with reflect padding
@@ -257,6 +257,35 @@ def cells_to_patches(h: torch.Tensor, patch: int, cell: int = 8) -> torch.Tensor
         )
     Hp, Wp = Hc // k, Wc // k
     return h.reshape(B, C, Hp, k, Wp, k, bins).permute(0, 2, 4, 1, 3, 5, 6).reshape(B, Hp * Wp, C * k * k * bins)
+
+# %% ../nbs/01_hog.ipynb #17f52c44
+def neighbour_predictability(t: torch.Tensor, alpha: float = 1e-3, seed: int = 0) -> float:
+    """t: per-patch targets `[N, L, D]` of N tiles on a square grid (L = g * g, row-major) -> the share of the interior
+    patches' target variance that a ridge regression on the 4 neighbouring patches' targets explains on held-out tiles
+    (fitted on a random half of the tiles, scored on the other half)."""
+    if not isinstance(t, torch.Tensor) or t.ndim != 3:
+        raise ValueError(f"t must be a [N, L, D] tensor of per-patch targets; got {getattr(t, 'shape', type(t))}")
+    N, L, D = t.shape
+    g = math.isqrt(L)
+    if g * g != L or g < 3:
+        raise ValueError(f"t has L={L} patches; expected a square grid of at least 3 x 3 (L = g * g)")
+    if N < 4:
+        raise ValueError(f"t has N={N} tiles; need at least 4 (half to fit, half to score)")
+    grid = t.double().reshape(N, g, g, D)
+    centre = grid[:, 1:-1, 1:-1].reshape(N, -1, D)
+    around = [grid[:, :-2, 1:-1], grid[:, 2:, 1:-1], grid[:, 1:-1, :-2], grid[:, 1:-1, 2:]]
+    feats = torch.cat([a.reshape(N, -1, D) for a in around], -1)
+    order = torch.randperm(N, generator=torch.Generator().manual_seed(seed))
+    fit, score = order[: N // 2], order[N // 2 :]
+    X, Y = feats[fit].reshape(-1, 4 * D), centre[fit].reshape(-1, D)
+    mx, sx, my = X.mean(0), X.std(0).clamp_min(1e-12), Y.mean(0)
+    Xs = (X - mx) / sx
+    A = Xs.T @ Xs / len(Xs) + alpha * torch.eye(4 * D, dtype=Xs.dtype)
+    W = torch.linalg.solve(A, Xs.T @ (Y - my) / len(Xs))
+    Xt, Yt = (feats[score].reshape(-1, 4 * D) - mx) / sx, centre[score].reshape(-1, D)
+    sse = ((Yt - (Xt @ W + my)) ** 2).sum()
+    sst = ((Yt - Yt.mean(0)) ** 2).sum()
+    return float(1 - sse / sst) if sst > 0 else 0.0
 
 # %% ../nbs/01_hog.ipynb #885d182d
 def hog_glyphs(ax, h: np.ndarray, cell: int = 8, color: str = "white", lw: float = 1.5):

@@ -17,13 +17,13 @@ from torch import nn
 from .checks import check_choice, check_int, check_ratio
 
 from .data import BAND_NAMES, rgb_indices, rgb_stretch, _atomic_write_bytes
-from .hog import HOG, cells_to_patches, hog_glyphs
+from .hog import HOG, cells_to_patches, hog_glyphs, neighbour_predictability
 from .masking import random_masking
 
 # %% auto #0
-__all__ = ['PRESETS', 'TARGETS', 'VARIANTS', 'variant_settings', 'sincos_pos_embed', 'patch_standardise', 'model_geometry',
-           'MaskedAutoencoder', 'overfit', 'encoder_kwargs', 'export_encoder', 'load_encoder', 'reconstruct',
-           'plot_reconstruction', 'pretext_quality']
+__all__ = ['PRESETS', 'TARGETS', 'VARIANTS', 'HOG_VARIANTS', 'variant_settings', 'sincos_pos_embed', 'patch_standardise',
+           'model_geometry', 'MaskedAutoencoder', 'target_predictability', 'overfit', 'encoder_kwargs',
+           'export_encoder', 'load_encoder', 'reconstruct', 'plot_reconstruction', 'pretext_quality']
 
 # %% ../nbs/03_model.ipynb #34439a07
 # fmt: off
@@ -46,17 +46,21 @@ VARIANTS = {
     "D": dict(hog_patch_norm=False, hog_cell_norm=True),
     "E": dict(hog_patch_norm=True, hog_cell_norm=False),
     "F": dict(hog_patch_norm=False, hog_cell_norm=False),
+    # beyond the study: HOG above the noise floor (log-compressed histograms, standardised per dimension over the data)
+    "G": dict(hog_patch_norm=False, hog_cell_norm=False, hog_log=0.02, hog_dataset_norm=True),
 }
+HOG_VARIANTS = "CDEFG"
 
 
 def variant_settings(target: str, variant: str) -> dict:
-    "The target flags of `variant` (A-F; two letters such as 'AC' for 'raw+hog') for `target`."
+    "The target settings of `variant` (A-G; two letters such as 'AC' for 'raw+hog') for `target`."
     if target not in TARGETS:
         raise ValueError(f"target={target!r}; allowed: {TARGETS}")
-    allowed = {"raw": ["A", "B"], "hog": ["C", "D", "E", "F"], "raw+hog": [a + b for a in "AB" for b in "CDEF"]}[target]
+    allowed = {"raw": ["A", "B"], "hog": list(HOG_VARIANTS), "raw+hog": [a + b for a in "AB" for b in HOG_VARIANTS]}
+    allowed = allowed[target]
     if variant not in allowed:
         raise ValueError(f"variant={variant!r} for target={target!r}; allowed: {allowed}")
-    out = dict(norm_pix=False, hog_patch_norm=False, hog_cell_norm=False)
+    out = dict(norm_pix=False, hog_patch_norm=False, hog_cell_norm=False, hog_log=0.0, hog_dataset_norm=False)
     for letter in variant:
         out.update(VARIANTS[letter])
     return out
@@ -126,6 +130,7 @@ class MaskedAutoencoder(nn.Module):
         w_raw: float = 1.0,
         w_hog: float = 1.0,
         drop_path: float = 0.0,
+        hog_standardise: bool = False,
     ):
         super().__init__()
         p = model_geometry(preset, target, img_size, patch_size, hog_cell)
@@ -135,6 +140,7 @@ class MaskedAutoencoder(nn.Module):
         self.in_chans, self.mask_ratio = check_int("in_chans", in_chans), check_ratio(mask_ratio, "mask_ratio")
         self.arch, self.img_size, self.patch_size, self.loss_on = p["arch"], p["img_size"], p["patch_size"], loss_on
         self.w_raw, self.w_hog, self.hog_cell = w_raw, w_hog, hog_cell
+        self.hog_standardise = bool(hog_standardise)
         self.grid = self.img_size // self.patch_size
         # encoder: exactly timm's architecture, so that its weights load with timm.create_model
         self.encoder = timm.create_model(
@@ -168,7 +174,17 @@ class MaskedAutoencoder(nn.Module):
             self.hog = HOG(
                 cell=self.hog_cell, bins=hog_bins, gradient=hog_gradient, normalize=self.flags["hog_cell_norm"]
             )
-            self.heads["hog"] = nn.Linear(Dd, self.in_chans * (self.patch_size // self.hog_cell) ** 2 * hog_bins)
+            d_hog = self.in_chans * (self.patch_size // self.hog_cell) ** 2 * hog_bins
+            self.heads["hog"] = nn.Linear(Dd, d_hog)
+            if self.standardises_hog:  # saved with the model; `hog_stat_tiles` = 0 until fit_target_stats
+                self.register_buffer("hog_mean", torch.zeros(d_hog))
+                self.register_buffer("hog_std", torch.ones(d_hog))
+                self.register_buffer("hog_stat_tiles", torch.zeros((), dtype=torch.long))
+
+    @property
+    def standardises_hog(self) -> bool:
+        "Whether the HOG target is standardised per dimension over the data (variant G, or `hog_standardise`)."
+        return "hog" in self.target and (self.flags["hog_dataset_norm"] or self.hog_standardise)
 
     def no_weight_decay(self) -> set:
         "What AdamW leaves undecayed besides norms and biases: the tokens and position embeddings (timm's convention)."
@@ -248,9 +264,45 @@ class MaskedAutoencoder(nn.Module):
                 t = self.patchify(x)
                 out["raw"] = patch_standardise(t) if self.flags["norm_pix"] else t
             if "hog" in self.heads:
-                t = cells_to_patches(self.hog(x), self.patch_size, self.hog_cell)
-                out["hog"] = patch_standardise(t) if self.flags["hog_patch_norm"] else t
+                t = self.hog_features(x)
+                if self.standardises_hog:
+                    if int(self.hog_stat_tiles) == 0:
+                        raise RuntimeError(
+                            "the HOG target is standardised over the data, but its statistics were never fitted: call "
+                            "model.fit_target_stats(batches of normalised training tiles) first"
+                        )
+                    t = (t - self.hog_mean) / self.hog_std
+                out["hog"] = t
         return out
+
+    def hog_features(self, x):
+        "x: [B, C, H, W] -> the HOG target before any dataset-wide standardisation `[B, L, D]`."
+        t = cells_to_patches(self.hog(x.float()), self.patch_size, self.hog_cell)
+        if self.flags["hog_log"]:
+            t = torch.log1p(t / self.flags["hog_log"])
+        return patch_standardise(t) if self.flags["hog_patch_norm"] else t
+
+    @torch.no_grad()
+    def fit_target_stats(self, batches) -> dict:
+        """Mean and standard deviation of every HOG target dimension over all patches of `batches` (normalised tiles
+        `[B, C, H, W]`), kept in the model's buffers (so saved and loaded with it)."""
+        if not self.standardises_hog:
+            raise ValueError(f"variant {self.variant!r} does not standardise its HOG target over the data")
+        s = s2 = None
+        n = tiles = 0
+        for x in batches:
+            t = self.hog_features(x.to(self.hog_mean.device)).double().reshape(-1, self.hog_mean.numel())
+            s = t.sum(0) if s is None else s + t.sum(0)
+            s2 = (t**2).sum(0) if s2 is None else s2 + (t**2).sum(0)
+            n, tiles = n + len(t), tiles + len(x)
+        if not tiles:
+            raise ValueError("fit_target_stats got no tiles")
+        mean = s / n
+        std = (s2 / n - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
+        self.hog_mean.copy_(mean.float())
+        self.hog_std.copy_(std.float())
+        self.hog_stat_tiles.fill_(tiles)
+        return dict(tiles=tiles, patches=n, mean=float(mean.mean()), std=float(std.mean()))
 
     def forward_loss(self, pred: dict, target: dict, mask):
         "Mean squared error per head over the masked patches (or all): -> (weighted total, {head: loss})."
@@ -284,8 +336,27 @@ class MaskedAutoencoder(nn.Module):
             "patch_size",
             "hog_cell",
             "loss_on",
+            "hog_standardise",
         )
         return {k: getattr(self, k) for k in (*names, "w_raw", "w_hog")}
+
+# %% ../nbs/03_model.ipynb #ed836c5a
+@torch.no_grad()
+def target_predictability(
+    x, variants="ABCDEFG", preset: str = "vit_tiny_patch8_64", img_size=None, patch_size=None, hog_cell: int = 8, **flags
+) -> dict:
+    """{variant: share of its target predictable from the 4 neighbouring patches} on normalised tiles `x` `[N, C, H, W]`;
+    variants that standardise over the data take their statistics from `x`; `flags` override the variants' settings."""
+    out = {}
+    for v in variants:
+        target = "raw" if v in "AB" else "hog"
+        m = MaskedAutoencoder(preset, target, v, x.shape[1], img_size=img_size, patch_size=patch_size, hog_cell=hog_cell)
+        m.flags.update({k: val for k, val in flags.items() if target == "hog"})
+        if m.standardises_hog:
+            m.fit_target_stats(x.split(256))
+        t = torch.cat([m.targets(b)[target] for b in x.split(256)])
+        out[v] = neighbour_predictability(t)
+    return out
 
 # %% ../nbs/03_model.ipynb #fcbe3ff4
 def overfit(model: MaskedAutoencoder, x, steps: int = 40, lr: float = 1e-3, seed: int = 0) -> list:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 # %% auto #0
-__all__ = ['VERDICTS', 'accuracy_ci', 'mcnemar_test', 'paired_bootstrap', 'verdict', 'compare']
+__all__ = ['VERDICTS', 'ALPHA', 'accuracy_ci', 'distinct_draws', 'draws_accuracy_ci', 'mcnemar_test', 'paired_bootstrap',
+           'verdict', 'holm', 'family_verdicts', 'compare']
 
 # %% ../nbs/05a_stats.ipynb #e01b7c9d
 def _correct(v, name: str = "correct") -> np.ndarray:
@@ -27,6 +28,33 @@ def accuracy_ci(correct, confidence: float = 0.95) -> tuple:
     c = _correct(correct)
     lo, hi = proportion_confint(int(c.sum()), len(c), alpha=1 - confidence, method="wilson")
     return float(c.mean()), float(lo), float(hi)
+
+# %% ../nbs/05a_stats.ipynb #036652b5
+def distinct_draws(draws: dict) -> dict:
+    "{seed: per-tile correctness} without the draws identical to an earlier one (identical runs are one run)."
+    out = {}
+    for seed, v in draws.items():
+        a = _correct(v, f"draw {seed}")
+        if not any(len(a) == len(b) and np.array_equal(a, b) for b in out.values()):
+            out[seed] = a
+    return out
+
+# %% ../nbs/05a_stats.ipynb #5aa09a09
+def draws_accuracy_ci(draws: list, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple:
+    """(mean accuracy, low, high) over label draws (per-tile correctness on the same tiles): Wilson for one, a bootstrap
+    over tiles for several."""
+    ds = [_correct(d, f"draw {i}") for i, d in enumerate(draws)]
+    if not ds:
+        raise ValueError("draws_accuracy_ci needs at least one draw")
+    if len({len(d) for d in ds}) > 1:
+        raise ValueError(f"the draws were scored on different numbers of tiles: {[len(d) for d in ds]}")
+    if len(ds) == 1:
+        return accuracy_ci(ds[0], confidence)
+    per_tile = np.mean(ds, axis=0)  # each tile's share of draws that got it right
+    rng = np.random.default_rng(seed)
+    means = per_tile[rng.integers(0, len(per_tile), size=(n_resamples, len(per_tile)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(per_tile.mean()), float(lo), float(hi)
 
 # %% ../nbs/05a_stats.ipynb #59b5ba8a
 def mcnemar_test(a_correct, b_correct) -> dict:
@@ -75,6 +103,25 @@ def verdict(diff: float, p: float, alpha: float = 0.05) -> str:
     if p < alpha and diff < 0:
         return "reversed"
     return "not resolved"
+
+# %% ../nbs/05a_stats.ipynb #50a794aa
+ALPHA = 0.01  # the one threshold of every verdict: claims tables, ablations and targets alike (on Holm-corrected p)
+
+
+def holm(pvalues) -> np.ndarray:
+    "Holm-corrected p-values of one family of claims (statsmodels' `multipletests(method='holm')`), in input order."
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1 or np.isnan(p).any() or ((p < 0) | (p > 1)).any():
+        raise ValueError(f"pvalues must be a 1-d vector of numbers in [0, 1]; got {pvalues!r}")
+    return p if len(p) == 0 else multipletests(p, method="holm")[1]
+
+
+def family_verdicts(diffs, pvalues, alpha: float = ALPHA) -> tuple:
+    "(Holm-corrected p-values, verdicts) of one family of claims 'A beats B' with differences `diffs`."
+    adjusted = holm(pvalues)
+    return adjusted, [verdict(d, q, alpha) for d, q in zip(diffs, adjusted)]
 
 # %% ../nbs/05a_stats.ipynb #29e9c5b2
 def compare(a_draws: list, b_draws: list, alpha: float = 0.05) -> dict:

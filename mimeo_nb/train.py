@@ -23,11 +23,12 @@ from .pack import PackedSSL4EO, packed_loader, rank_batches
 from .model import MaskedAutoencoder, export_encoder
 
 # %% auto #0
-__all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'CPU_HEAP_SETTINGS', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'Dist',
-           'setup_distributed', 'make_split', 'PretrainData', 'checkpoint_dir', 'augment', 'param_groups', 'lr_at',
-           'save_checkpoint', 'load_checkpoint', 'limit_cpu_heap', 'cpu_heap_setting', 'model_from_config', 'Engine',
-           'setup_pretraining', 'resume_pretraining', 'wrap_model', 'train_step', 'train_one_epoch', 'end_epoch',
-           'export_pretrained', 'deterministic_algorithms', 'PretrainResult', 'pretrain', 'main']
+__all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'ARCH_DEFAULTS', 'CPU_HEAP_SETTINGS', 'resolve_device', 'cpu_has_bf16',
+           'resolve_precision', 'Dist', 'setup_distributed', 'make_split', 'PretrainData', 'checkpoint_dir', 'augment',
+           'param_groups', 'lr_at', 'save_checkpoint', 'load_checkpoint', 'limit_cpu_heap', 'cpu_heap_setting',
+           'model_from_config', 'Engine', 'target_stat_batches', 'setup_pretraining', 'resume_pretraining',
+           'wrap_model', 'train_step', 'train_one_epoch', 'end_epoch', 'export_pretrained', 'deterministic_algorithms',
+           'PretrainResult', 'pretrain', 'main']
 
 # %% ../nbs/04_train.ipynb #e9fe4892
 def resolve_device(name: str = "auto") -> torch.device:
@@ -222,7 +223,8 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: flo
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 # %% ../nbs/04_train.ipynb #1ac36c83
-ARCH_KEYS = ("preset", "target", "variant", "in_chans", "img_size", "patch_size", "hog_cell", "loss_on")
+ARCH_KEYS = ("preset", "target", "variant", "in_chans", "img_size", "patch_size", "hog_cell", "loss_on", "hog_standardise")
+ARCH_DEFAULTS = dict(hog_standardise=False)  # what a checkpoint written before a key existed had
 
 
 def save_checkpoint(path, model, optimizer, epoch: int, step: int, history: list, cfg: Config) -> None:
@@ -257,7 +259,8 @@ def load_checkpoint(path, model=None, optimizer=None) -> dict:
         )
     if model is not None:
         want = {k: model.config()[k] for k in ARCH_KEYS}
-        diff = {k: (state["arch"].get(k), v) for k, v in want.items() if state["arch"].get(k) != v}
+        saved = {**ARCH_DEFAULTS, **state["arch"]}
+        diff = {k: (saved.get(k), v) for k, v in want.items() if saved.get(k) != v}
         if diff:
             raise ValueError(
                 f"cannot resume: checkpoint {str(path)!r} has another architecture: "
@@ -305,6 +308,7 @@ def model_from_config(cfg: Config, in_chans: int) -> MaskedAutoencoder:
         w_raw=cfg.w_raw,
         w_hog=cfg.w_hog,
         hog_gradient=cfg.hog_gradient,
+        hog_standardise=cfg.hog_standardise,
     )
 
 # %% ../nbs/04_train.ipynb #d2d98421
@@ -326,6 +330,14 @@ class Engine:
     total_steps: int
     net: torch.nn.Module | None = None  # what runs the model: itself, or wrapped by DDP / torch.compile
 
+# %% ../nbs/04_train.ipynb #f5f2d587
+def target_stat_batches(data: PretrainData, device, tiles: int = 4096, batch: int = 256):
+    "Normalised batches `[B, C, H, W]` of at most `tiles` training tiles, evenly spaced, for `fit_target_stats`."
+    ids = np.unique(np.linspace(0, len(data) - 1, min(len(data), tiles)).astype(int))
+    normalize = data.normalize.to(device)
+    for i in range(0, len(ids), batch):
+        yield normalize(data.batch(ids[i : i + batch], 0).to(device))
+
 # %% ../nbs/04_train.ipynb #a85eb425
 def setup_pretraining(cfg: Config, data: PretrainData | None = None) -> Engine:
     "The device, process group, data, seeded model, AdamW and schedule of the pre-training `cfg` describes."
@@ -336,6 +348,8 @@ def setup_pretraining(cfg: Config, data: PretrainData | None = None) -> Engine:
     torch.manual_seed(cfg.seed)  # timm takes no generator: the encoder is initialised from the global one
     data = data or PretrainData(cfg)
     model = model_from_config(cfg, data.in_chans).to(device)
+    if model.standardises_hog:  # from the training tiles, before any step (a resumed run loads them with the model)
+        model.fit_target_stats(target_stat_batches(data, device))
     eff_batch = cfg.batch_size * dd.world * cfg.accum_steps
     steps = len(data) // eff_batch
     if steps < 1:
