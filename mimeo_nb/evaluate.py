@@ -367,7 +367,7 @@ def predict(
 
 # %% ../nbs/05_evaluate.ipynb #fb273b5f
 def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
-    "SGD (the study's) or AdamW with layer decay; weight decay on weights only (not on norms, biases, tokens, positions)."
+    "SGD (the study's) or AdamW with layer decay; weight decay on weights only (not norms, biases, tokens, positions)."
     if cfg.ft_recipe == "study":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.ft_wd)
     from timm.optim import param_groups_layer_decay
@@ -414,8 +414,8 @@ def _probe_head(model: Classifier, feats, labels, cfg: Config, seed: int) -> Non
 # %% ../nbs/05_evaluate.ipynb #2cca0b58
 @torch.no_grad()
 def _recompute_bn(model: Classifier, tiles, idx, normalize, batch: int, device, amp: dict) -> None:
-    """A BatchNorm head's statistics recomputed on the training tiles `idx` (at most 4,096, unaugmented) with the encoder as
-    it is now; nothing for a LayerNorm head."""
+    """A BatchNorm head's statistics recomputed on the training tiles `idx` (at most 4,096, unaugmented) with the
+    encoder as it is now; nothing for a LayerNorm head."""
     bn = model.head[0]
     if not isinstance(bn, nn.BatchNorm1d):
         return
@@ -432,8 +432,8 @@ def _recompute_bn(model: Classifier, tiles, idx, normalize, batch: int, device, 
 
 # %% ../nbs/05_evaluate.ipynb #1d7404d9
 class _FineTuning:
-    """One fine-tuning run: the classifier, its optimiser and schedule, by epoch; the learning rate and loss of every step
-    are kept (`step_lr`, `step_loss`)."""
+    """One fine-tuning run: the classifier, its optimiser and schedule, by epoch; the learning rate and loss of every
+    step are kept (`step_lr`, `step_loss`)."""
 
     def __init__(
         self, encoder, tiles, fit_idx, normalize, cfg: Config, lr: float, epochs: int, seed: int, device, feats=None

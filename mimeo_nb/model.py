@@ -343,14 +343,22 @@ class MaskedAutoencoder(nn.Module):
 # %% ../nbs/03_model.ipynb #ed836c5a
 @torch.no_grad()
 def target_predictability(
-    x, variants="ABCDEFG", preset: str = "vit_tiny_patch8_64", img_size=None, patch_size=None, hog_cell: int = 8, **flags
+    x,
+    variants="ABCDEFG",
+    preset: str = "vit_tiny_patch8_64",
+    img_size=None,
+    patch_size=None,
+    hog_cell: int = 8,
+    **flags,
 ) -> dict:
-    """{variant: share of its target predictable from the 4 neighbouring patches} on normalised tiles `x` `[N, C, H, W]`;
-    variants that standardise over the data take their statistics from `x`; `flags` override the variants' settings."""
+    """{variant: share of its target predictable from the 4 neighbouring patches} on normalised tiles `x`
+    `[N, C, H, W]`; variants that standardise over the data take their statistics from `x`; `flags` override the
+    variants' settings."""
     out = {}
     for v in variants:
         target = "raw" if v in "AB" else "hog"
-        m = MaskedAutoencoder(preset, target, v, x.shape[1], img_size=img_size, patch_size=patch_size, hog_cell=hog_cell)
+        geometry = dict(img_size=img_size, patch_size=patch_size, hog_cell=hog_cell)
+        m = MaskedAutoencoder(preset, target, v, x.shape[1], **geometry)
         m.flags.update({k: val for k, val in flags.items() if target == "hog"})
         if m.standardises_hog:
             m.fit_target_stats(x.split(256))

@@ -223,7 +223,17 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: flo
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 # %% ../nbs/04_train.ipynb #1ac36c83
-ARCH_KEYS = ("preset", "target", "variant", "in_chans", "img_size", "patch_size", "hog_cell", "loss_on", "hog_standardise")
+ARCH_KEYS = (
+    "preset",
+    "target",
+    "variant",
+    "in_chans",
+    "img_size",
+    "patch_size",
+    "hog_cell",
+    "loss_on",
+    "hog_standardise",
+)
 ARCH_DEFAULTS = dict(hog_standardise=False)  # what a checkpoint written before a key existed had
 
 
