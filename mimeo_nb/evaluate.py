@@ -21,8 +21,8 @@ from .train import lr_at, resolve_device, resolve_precision
 # %% auto #0
 __all__ = ['STRATEGY_NAMES', 'FT_KEYS', 'prepare', 'pool_tokens', 'check_bands', 'encoder_features', 'FeatureCache',
            'linear_head', 'train_head', 'linear_probe', 'knn_predict', 'standardiser', 'fit_logistic',
-           'logistic_predict', 'cv_folds', 'choose_weight_decay', 'logistic_probe', 'finetune_head', 'Classifier',
-           'flips_rot90', 'ft_epochs_at', 'set_drop_path', 'carve_validation', 'predict', 'finetune',
+           'logistic_predict', 'cv_folds', 'choose_weight_decay', 'logistic_probe', 'probe_bar', 'finetune_head',
+           'Classifier', 'flips_rot90', 'ft_epochs_at', 'set_drop_path', 'carve_validation', 'predict', 'finetune',
            'classification_metrics', 'cached_features', 'evaluate_one', 'evaluate_encoder', 'plot_finetune_traces',
            'write_results']
 
@@ -278,6 +278,18 @@ def logistic_probe(
     zs = standardiser(train_x)
     W, info = fit_logistic(zs(train_x), train_y, n_classes, wd, max_iter)
     return logistic_predict(W, zs(test_x)), dict(info, cv_accuracy={f"{k:g}": v for k, v in scores.items()})
+
+# %% ../nbs/05_evaluate.ipynb #459d9b81
+def probe_bar(fit_x, fit_y, val_x, val_y, n_classes: int, wds=(1e-5, 1e-4, 1e-3, 1e-2, 1e-1), max_iter: int = 300):
+    "The linear probe's best validation accuracy over weight decays `wds`, each fitted once on `(fit_x, fit_y)`."
+    _check_xy(fit_x, fit_y)
+    _check_xy(val_x, val_y)
+    zs = standardiser(fit_x)
+    fx, vx, vy = zs(_f64(fit_x)), zs(_f64(val_x)), np.asarray(val_y)
+    return max(
+        float((logistic_predict(fit_logistic(fx, fit_y, n_classes, wd, max_iter)[0], vx).argmax(1) == vy).mean())
+        for wd in wds
+    )
 
 # %% ../nbs/05_evaluate.ipynb #1e782524
 def finetune_head(dim: int, n_classes: int, kind: str = "ln") -> nn.Module:
@@ -624,9 +636,8 @@ def finetune(
     epochs, best, trials = ft_epochs_at(cfg, fraction), None, []
     probe_val = None
     if feats is not None and len(val_idx):
-        args = (cfg.probe_wds, cfg.probe_folds, seed, cfg.probe_iters)
-        pv, _ = logistic_probe(feats[fit_idx], tiles.labels[fit_idx], feats[val_idx], len(tiles.classes), *args)
-        probe_val = float((pv.argmax(1) == tiles.labels[val_idx]).mean())
+        y, k = tiles.labels, len(tiles.classes)
+        probe_val = probe_bar(feats[fit_idx], y[fit_idx], feats[val_idx], y[val_idx], k, cfg.probe_wds, cfg.probe_iters)
     for lr in list(cfg.ft_lrs) or [cfg.ft_lr]:
         encoder = make_encoder()
         check_bands(encoder, tiles)

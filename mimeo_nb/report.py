@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_report.ipynb #7ee57cde
 from __future__ import annotations
-import datetime, json
+import datetime, json, re
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +19,17 @@ from .plots import correct_by_draw, fig_ablation, fig_confusions, fig_hog
 from .plots import fig_loss_curves, fig_misclassified, fig_reconstructions, fig_sample_tiles, fig_strategies
 from .plots import find_run, load_runs, loss_table, markdown_table, masking_table, merge_units
 from .plots import normalisation_table, per_class_table, quality_table, strategies_table, study_seconds
-from .plots import count_text, row_draws, sweep_seconds, targets_table, write_table
+from .plots import count_text, row_draws, sweep_seconds, targets_table, write_table, family_table, claim_sign
+from .stats import ALPHA
 
 # %% auto #0
-__all__ = ['VARIANTS_13', 'HELBER_RGB', 'ReportWriter', 'protocol', 'sweep_jobs', 'ft_schedule', 'probe_draws', 'describe',
-           'resolution', 'beats', 'findings_for', 'ablation_findings', 'reconstruction_figures', 'figures_13band',
-           'masking_more', 'tables_13band', 'ablation_claim_lines', 'lines_13band', 'report_13band',
-           'split_main_ablation', 'split_reference', 'rgb_budget', 'with_study', 'tables_rgb', 'reference_tables',
-           'ablation_lines_rgb', 'lines_rgb', 'report_rgb', 'header_lines', 'gpu_cost_lines', 'runs_lines',
-           'write_report']
+__all__ = ['STRATEGY_NAMES', 'CLAIM_LINE', 'CLAIM_PART', 'VARIANTS_13', 'CLAIMS_NOTE', 'INTERVALS_NOTE', 'HELBER_RGB',
+           'README_BLOCKS', 'ReportWriter', 'protocol', 'sweep_jobs', 'ft_schedule', 'probe_draws', 'describe',
+           'resolution', 'claim_part', 'claim_lines', 'check_prose', 'ablation_findings', 'reconstruction_figures',
+           'figures_13band', 'with_study', 'masking_more', 'tables_13band', 'claims_note', 'ablation_claim_lines',
+           'lines_13band', 'report_13band', 'split_main_ablation', 'split_reference', 'rgb_budget', 'tables_rgb',
+           'reference_tables', 'ablation_lines_rgb', 'first_screen', 'lines_rgb', 'report_rgb', 'header_lines',
+           'gpu_cost_lines', 'runs_lines', 'write_report', 'readme_blocks', 'sync_readme']
 
 # %% ../nbs/07a_report.ipynb #5f8a807a
 class ReportWriter:
@@ -66,8 +68,10 @@ def protocol(cfg: dict, schedule: dict | None = None) -> str:
         else f"linear probe {cfg['probe_epochs']} epochs (SGD lr {cfg['probe_lr']}); "
     )
     more = " at 100 % (more at fewer labels)" if cfg.get("ft_epoch_scaling") == "sqrt" else ""
+    searched = len(cfg.get("ft_lrs") or []) > 1
     choice = (
-        f", epoch and lr chosen on {cfg['ft_val']:.0%} of the labelled tiles"
+        f", {'epoch and lr' if searched else 'epoch'} chosen on {cfg['ft_val']:.0%} of the labelled tiles"
+        + ("" if searched else f", lr {cfg['ft_lr']}")
         if cfg.get("ft_val")
         else f", lr {cfg['ft_lr']}, final epoch"
     )
@@ -152,44 +156,68 @@ def resolution(rs: list) -> str:
     )
 
 # %% ../nbs/07a_report.ipynb #904d91f6
-def beats(a: float, b: float) -> str:
-    "'yes' if `a` > `b`, 'no' if not, 'n/a' where either is missing."
-    return "n/a" if np.isnan(a) or np.isnan(b) else ("yes" if a > b else "no")
+STRATEGY_NAMES = {"linear": "linear", "finetune": "fine-tuning", "knn": "k-NN"}  # as the findings name them
+
+
+def claim_part(row, key: str) -> str:
+    "One claim's result in one setting (`key`: 'at 10 %' or 'for linear') from its row of a family table."
+    study = "" if pd.isna(row.get("study", np.nan)) else f", study {row['study'] * 100:+.1f}"
+    return f"{row['verdict']} {key} ({row['diff'] * 100:+.1f} points{study}, corrected p = {row['p_holm']:.1e})"
+
+
+def _key(row) -> str:
+    return f"at {row['fraction'] * 100:g} %" if "fraction" in row else f"for {STRATEGY_NAMES[row['strategy']]}"
+
+
+def claim_lines(claims: pd.DataFrame) -> list[str]:
+    "One markdown bullet per claim of the family table `claims`, with its result in every setting the table holds."
+    return [
+        f"- **{claim}**: " + "; ".join(claim_part(r, _key(r)) for _, r in claims.loc[[claim]].iterrows())
+        for claim in dict.fromkeys(claims.index)
+    ]
 
 # %% ../nbs/07a_report.ipynb #e4242298
-def findings_for(strat: pd.DataFrame) -> list[str]:
-    "The study's comparisons, per label fraction, read off the strategies table `strat` (markdown bullets)."
-    F, out = list(strat.columns), []
+CLAIM_LINE = re.compile(r"^- \*\*(?P<claim>.+? beats .+?)\*\*: (?P<parts>.*)$")
+CLAIM_PART = re.compile(
+    r"(?P<verdict>holds|reversed|not resolved) (?P<key>at [\d.]+ %|for [\w-]+) \([+-]\d+\.\d points"
+    r"(?:, study [+-]\d+\.\d)?, corrected p = [\d.e+-]+\)"
+)
 
-    def against(name, base, claim):
-        cells = [
-            f"{f:.0%} {beats(strat.loc[name, f], strat.loc[base, f])} "
-            f"({strat.loc[name, f]:.3f} vs {strat.loc[base, f]:.3f})"
-            for f in F
-        ]
-        return f"- {name} beats {claim}: " + ", ".join(cells)
 
-    out += [against(name, "Random initialisation", "random initialisation") for name in ("Linear, HOG", "Linear, RAW")]
-    out += [
-        against(name, "Supervised learning", "supervised learning from scratch")
-        for name in ("Fine-tuning, HOG", "Fine-tuning, RAW")
-    ]
-    for kind in ("Linear", "Fine-tuning", "k-NN"):
-        cells = [f"{f:.0%} {beats(strat.loc[f'{kind}, HOG', f], strat.loc[f'{kind}, RAW', f])}" for f in F]
-        out.append(f"- {kind}: HOG beats RAW: " + ", ".join(cells))
-    return out
+def check_prose(text: str, tables: list) -> int:
+    """Check every claim sentence of `text` against the family tables `tables` (e.g. `comparisons_table`,
+    `ablation_claims`, or their CSVs read back); raise a `ValueError` naming each disagreement -> results checked."""
+    bad, n = [], 0
+    for line in text.splitlines():
+        m = CLAIM_LINE.match(line)
+        if not m:
+            continue
+        claim, parts = m["claim"], m["parts"].split("; ")
+        rows = [r for t in tables if claim in t.index for _, r in t.loc[[claim]].iterrows()]
+        for part in parts:
+            pm = CLAIM_PART.fullmatch(part)
+            if pm is None:
+                bad.append(f"{claim}: cannot read '{part}'")
+                continue
+            expected = [claim_part(r, _key(r)) for r in rows if _key(r) == pm["key"]]
+            if part not in expected:
+                bad.append(f"{claim}: '{part}', but the tables say {expected or 'nothing ' + pm['key']}")
+            n += 1
+    if bad:
+        raise ValueError("prose that disagrees with the tables:\n" + "\n".join(bad))
+    return n
 
 # %% ../nbs/07a_report.ipynb #1e6d5a02
 def ablation_findings(norm: pd.DataFrame, mask: pd.DataFrame) -> list[str]:
-    """Best and worst HOG normalisation and the masking ratios (linear and fine-tuning), beside the study's
-    (markdownbullets)."""
+    """The HOG normalisations of highest and lowest accuracy and the masking ratios (linear and fine-tuning), beside the
+    study's (markdown bullets; point estimates: the ablation claims say which differences are resolved)."""
     out = []
     for kind in ("Linear", "Fine-tuning"):
         r = norm.loc[kind, [c for c in norm.columns if c[0] in "CDEF"]].astype(float)
         out.append(
-            f"- normalisation ablation, {kind.lower()}: best {r.idxmax()} ({r.max():.3f}), worst {r.idxmin()} "
-            f"({r.min():.3f}); "
-            f"study: best {STUDY_NORMALISATION.loc[kind].idxmax()}, worst {STUDY_NORMALISATION.loc[kind].idxmin()}"
+            f"- normalisation ablation, {kind.lower()}: highest {r.idxmax()} ({r.max():.3f}), lowest {r.idxmin()} "
+            f"({r.min():.3f}), point estimates (the ablation claims say which differences are resolved); study: highest "
+            f"{STUDY_NORMALISATION.loc[kind].idxmax()}, lowest {STUDY_NORMALISATION.loc[kind].idxmin()}"
         )
         m = mask.loc[kind].astype(float)
         study = " / ".join(f"{k}: {v:.4f}" for k, v in STUDY_MASKING.loc[kind].items())
@@ -230,43 +258,54 @@ def figures_13band(w: ReportWriter, runs: list) -> None:
     w.save(fig_misclassified(find_run(runs, **HOG_C)), "f9_misclassified_hog")
     w.save(fig_misclassified(find_run(runs, **RAW_A)), "f9_misclassified_raw")
 
+# %% ../nbs/07a_report.ipynb #6c1f379b
+def with_study(acc: pd.DataFrame) -> pd.DataFrame:
+    "The accuracy table `acc` with the study's number in brackets after each cell the study reports."
+    out = acc.copy()
+    for i in acc.index:
+        for f in acc.columns:
+            if i in STUDY_STRATEGIES.index and acc.loc[i, f]:
+                out.loc[i, f] = f"{acc.loc[i, f]} ({STUDY_STRATEGIES.loc[i, f]:.4f})"
+    return out
+
 # %% ../nbs/07a_report.ipynb #b1434066
-def masking_more(runs: list) -> pd.DataFrame:
-    "The masking-ratio ablation of RAW A and HOG D (not in the study's tables), a row per strategy and variant."
-    t = pd.concat({"RAW A": masking_table(runs, "A", "raw"), "HOG D": masking_table(runs, "D")})
+def masking_more(runs: list, cells: bool = False) -> pd.DataFrame:
+    """The masking-ratio ablation of RAW A and HOG D (not in the study's tables), a row per strategy and variant (with
+    `cells`, each accuracy with its 95 % interval)."""
+    t = pd.concat({"RAW A": masking_table(runs, "A", "raw", cells=cells), "HOG D": masking_table(runs, "D", cells=cells)})
     t.index = [f"{s}, {v}" for v, s in t.index]
     return t
 
 # %% ../nbs/07a_report.ipynb #88116504
 def tables_13band(w: ReportWriter, runs: list) -> dict:
-    "Tables 1, 4, 5, 6 and 8 of the 13-band runs (and figures 5, 6); returns them for the README."
+    """Tables 1, 4, 5, 6 and 8 of the 13-band runs, every accuracy with its 95 % interval (and figures 5, 6); returns
+    them for the README."""
     w.table(band_table().set_index("band"), "t1_bands", "{}")
     t = dict(
         loss=loss_table(runs), strat=strategies_table(runs), norm=normalisation_table(runs), mask=masking_table(runs)
     )
     t["loss"].index.name, t["strat"].columns.name = "mask", "fraction"
     w.table(beside(t["loss"], STUDY_LOSS, "{:.3g}"), "t4_final_loss", "{}")
-    w.table(beside(t["strat"], STUDY_STRATEGIES), "t5_strategies", "{}")
-    t["multi_seed"] = max(len(r["cfg"]["seeds"]) for r in runs) > 1
-    if t["multi_seed"]:
-        w.table(strategies_table(runs, std=True), "t5_strategies_std")  # standard deviation over seeds
+    t["acc"], t["claims"] = with_study(accuracy_table(runs)), comparisons_table(runs)
+    t["acc"].columns.name = "fraction"
+    w.table(t["acc"], "t5_strategies", "{}")
+    w.table(t["claims"], "t5_claims", "{:.3g}")
     w.save(fig_strategies(t["strat"]), "f5_strategies")
-    w.table(beside(t["norm"], STUDY_NORMALISATION), "t6_normalisation", "{}")
-    w.table(beside(t["mask"], STUDY_MASKING), "t6_masking", "{}")
-    t["mask_more"], t["ablation_claims"] = masking_more(runs), ablation_claims(runs)
-    w.table(t["mask_more"], "t6_masking_extra")
+    t["norm_ci"] = beside(normalisation_table(runs, cells=True), STUDY_NORMALISATION)
+    t["mask_ci"] = beside(masking_table(runs, cells=True), STUDY_MASKING)
+    t["mask_more"], t["ablation_claims"] = masking_more(runs, cells=True), ablation_claims(runs)
+    w.table(t["norm_ci"], "t6_normalisation", "{}")
+    w.table(t["mask_ci"], "t6_masking", "{}")
+    w.table(t["mask_more"], "t6_masking_extra", "{}")
     w.table(t["ablation_claims"], "t6_ablation_claims", "{:.3g}")
     hog_norm = t["norm"][[c for c in t["norm"].columns if c[0] in "EDCF"]]
     w.save(fig_ablation(hog_norm, STUDY_NORMALISATION, "HOG target normalisation (mask 0.7)"), "f6_normalisation")
     w.save(fig_ablation(t["mask"], STUDY_MASKING, "masking ratio (HOG C)"), "f6_masking")
     t["pc"] = {}
     for f in (1.0, 0.1):
-        ours = per_class_table(runs, f)
+        ours = per_class_table(runs, f, cells=True)
         t["pc"][f] = beside(ours, STUDY_PER_CLASS[f], "{:.1f}") if len(ours.columns) else ours
         w.table(t["pc"][f], f"t8_per_class_{int(f * 100)}", "{}")
-    t["acc"], t["claims"] = accuracy_table(runs), comparisons_table(runs)
-    w.table(t["acc"], "t5_strategies_ci", "{}")
-    w.table(t["claims"], "t5_claims", "{:.3g}")
     return t
 
 # %% ../nbs/07a_report.ipynb #4ef8bbe8
@@ -284,46 +323,68 @@ def _img(alt: str, name: str) -> list[str]:
     return [f"![{alt}](figures/{name}.png)", ""]
 
 # %% ../nbs/07a_report.ipynb #3faec360
+CLAIMS_NOTE = (
+    "McNemar's exact test on the same test tiles in every distinct label draw. `p` is the largest p-value over the "
+    "draws (a claim must hold in every draw), `p_holm` that p Holm-corrected within this table's family of {n} "
+    "claims, and the verdict is decided on `p_holm` < {alpha}: holds (A ahead in every draw), reversed (behind in "
+    "every draw), else not resolved. `diff` is A - B (mean over the draws){sd}, `study` the study's A - B."
+)
+
+
+def claims_note(claims: pd.DataFrame) -> str:
+    "How to read the family table `claims` (its size, the threshold, the columns it has)."
+    sd = ", `diff_sd` its sample standard deviation over the draws (ddof 1)" if "diff_sd" in claims else ""
+    return CLAIMS_NOTE.format(n=len(claims), alpha=ALPHA, sd=sd)
+
+
 def ablation_claim_lines(claims: pd.DataFrame) -> list[str]:
-    "README lines of the ablation claims table (none when no ablation has a reference to be compared with)."
+    "README lines of the ablation claims table and its findings (none when no ablation has a reference to compare)."
     if claims.empty:
         return []
-    return _h(
-        "Each ablation against its reference (McNemar's exact test on the same test tiles, per label draw). A claim "
-        "points the way the study's numbers do (k-NN the way its linear numbers do; where the study has no number, "
-        "the claim is that the reference, norm-pix and mask 0.7, is better); `diff` is A - B, `p` the largest "
-        "per-draw p-value, `study` the study's A - B."
-    ) + [markdown_table(claims, "{:.3g}")]
+    return (
+        _h(
+            "Each ablation against its reference. A claim points the way the study's numbers do (k-NN the way its "
+            "linear numbers do; where the study has no number, the claim is that the reference, norm-pix and mask "
+            "0.7, is better). " + claims_note(claims)
+        )
+        + [markdown_table(claims, "{:.3g}")]
+        + claim_lines(claims)
+        + [""]
+    )
 
 # %% ../nbs/07a_report.ipynb #5f424061
+INTERVALS_NOTE = (
+    "Every accuracy carries its 95 % interval. For one run it is the Wilson interval over the test tiles; for several "
+    "label draws the cell is the mean over the draws with a bootstrap interval over the test tiles (2,000 resamples, "
+    "the draws paired on the same tiles), which includes test-tile sampling as well as the spread between draws. "
+    "Draws that gave identical predictions on every tile (at 100 % of the labels each draw labels the same tiles) are "
+    "one run. Cells read `ours [interval] (study)`."
+)
+
+
 def lines_13band(runs: list, runs_dir, t: dict, findings: list) -> list[str]:
     "The README section of the 13-band study from its tables `t` and `findings`."
-    std = ["Standard deviation over seeds:", "", markdown_table(_pct(strategies_table(runs, std=True)))]
     out = _h("## The 13-band study (EuroSAT-MS)") + [*describe(runs, runs_dir), ""] + _h("### Findings at this scale")
     out += [
-        "Whether the study's comparisons hold here, read off the tables below. " + resolution(runs),
+        "The study's claims here, generated from the claims table below. " + resolution(runs),
         "",
         *findings,
         "",
     ]
-    out += _h("### The study's claims, tested") + _h(
-        "McNemar's exact test on the same test tiles (per label draw where there are several; "
-        "a claim holds only if it holds in every draw). `diff` is A - B, `p` the largest per-draw p-value."
-    )
-    out += [markdown_table(t["claims"], "{:.3g}"), *_h("### 5. Evaluation strategies x label fraction")]
-    out += _h("With 95 % intervals over the test tiles (or mean ± sd over label draws):")
-    out += [markdown_table(_pct(t["acc"]), "{}"), markdown_table(_pct(beside(t["strat"], STUDY_STRATEGIES)))]
-    out += (std if t["multi_seed"] else []) + _img("strategies", "f5_strategies")
+    out += _h("### 5. Evaluation strategies x label fraction") + _h(INTERVALS_NOTE)
+    out += [markdown_table(_pct(t["acc"]), "{}"), *_img("strategies", "f5_strategies")]
+    out += _h("### The study's claims, tested") + _h(claims_note(t["claims"]))
+    out += [markdown_table(t["claims"], "{:.3g}")]
     return out + _lines_13band_more(t)
 
 # %% ../nbs/07a_report.ipynb #c820de46
 def _lines_13band_more(t: dict) -> list[str]:
     "The 13-band section after the main table: ablations, loss, per-class accuracy and the figures."
     out = _h("### 6. Ablations (100 % labels)") + _h("Target normalisation (mask 0.7):")
-    out += [markdown_table(beside(t["norm"], STUDY_NORMALISATION)), *_h("Masking ratio (HOG C):")]
-    out += [markdown_table(beside(t["mask"], STUDY_MASKING))]
+    out += [markdown_table(t["norm_ci"], "{}"), *_h("Masking ratio (HOG C):")]
+    out += [markdown_table(t["mask_ci"], "{}")]
     out += _h("Masking ratio of RAW A and HOG D (the study reports their losses only):")
-    out += [markdown_table(t["mask_more"])]
+    out += [markdown_table(t["mask_more"], "{}")]
     out += _h("![normalisation](figures/f6_normalisation.png) ![masking](figures/f6_masking.png)")
     out += ablation_claim_lines(t["ablation_claims"])
     out += _h("### 4. Pre-training loss") + _h(
@@ -332,8 +393,11 @@ def _lines_13band_more(t: dict) -> list[str]:
         "data's own scale; `nbs/03_model.ipynb` explains how the variants are read from the slides."
     )
     out += [markdown_table(beside(t["loss"], STUDY_LOSS, "{:.3g}")), *_img("loss curves", "f4_loss_curves")]
-    out += _h("### 8. Per-class accuracy (%), fine-tuning") + _h("100 % labels:") + [markdown_table(t["pc"][1.0])]
-    out += _h("10 % labels:") + [markdown_table(t["pc"][0.1])] + _h("### 7. Confusion matrices (fine-tuning)")
+    out += _h("### 8. Per-class accuracy (%), fine-tuning, first label draw") + _h(
+        "100 % labels (Wilson interval over each class's test tiles):"
+    )
+    out += [markdown_table(t["pc"][1.0], "{}")]
+    out += _h("10 % labels:") + [markdown_table(t["pc"][0.1], "{}")] + _h("### 7. Confusion matrices (fine-tuning)")
     out += _img("confusion 100", "f7_confusion_100") + _img("confusion 10", "f7_confusion_10")
     out += _h("### 3. Reconstructions") + _img("variants", "f3_reconstructions_variants")
     out += _img("masks", "f3_reconstructions_masks") + _h("### 9. Misclassified tiles")
@@ -347,7 +411,7 @@ def report_13band(w: ReportWriter, runs: list, runs_dir) -> list[str]:
     print("\n".join(describe(runs, runs_dir)))
     figures_13band(w, runs)
     t = tables_13band(w, runs)
-    findings = findings_for(t["strat"]) + ablation_findings(t["norm"], t["mask"])
+    findings = claim_lines(t["claims"]) + ablation_findings(t["norm"], t["mask"])
     print("\n".join(findings))
     return lines_13band(runs, runs_dir, t, findings)
 
@@ -388,24 +452,13 @@ def rgb_budget(rgb_units: list, n_units: int) -> str:
         f"`{', '.join(commits)}`."
     )
 
-# %% ../nbs/07a_report.ipynb #6c1f379b
-def with_study(acc: pd.DataFrame) -> pd.DataFrame:
-    "The accuracy table `acc` with the study's number in brackets after each cell the study reports."
-    out = acc.copy()
-    for i in acc.index:
-        for f in acc.columns:
-            if i in STUDY_STRATEGIES.index and acc.loc[i, f]:
-                out.loc[i, f] = f"{acc.loc[i, f]} ({STUDY_STRATEGIES.loc[i, f]:.4f})"
-    return out
-
 # %% ../nbs/07a_report.ipynb #50ca2487
 def tables_rgb(w: ReportWriter, main: list, rgb: list, rgb_units: list) -> dict:
     "Tables and figures of the RGB study's main comparison; returns the tables for the README."
     t = dict(rs=strategies_table(main), acc=with_study(accuracy_table(main)), claims=comparisons_table(main))
-    t["rs"].columns.name = "fraction"
-    t.update(targets=targets_table(main), quality=quality_table(rgb))
-    w.table(t["rs"], "rgb_t5_strategies")
-    w.table(t["acc"], "rgb_t5_strategies_ci", "{}")
+    t["rs"].columns.name = t["acc"].columns.name = "fraction"
+    t.update(targets=targets_table(main, claims=t["claims"]), quality=quality_table(rgb))
+    w.table(t["acc"], "rgb_t5_strategies", "{}")
     w.table(t["claims"], "rgb_claims", "{:.3g}")
     w.table(t["targets"], "rgb_targets", "{}")
     w.table(t["quality"], "rgb_pretext_quality", "{:.4f}")
@@ -429,9 +482,9 @@ def tables_rgb(w: ReportWriter, main: list, rgb: list, rgb_units: list) -> dict:
     return t
 
 # %% ../nbs/07a_report.ipynb #360172a4
-def reference_tables(main: list, refs: list, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reference_tables(main: list, refs: list, alpha: float = ALPHA) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The longer fine-tuning references `refs` (merged runs) beside the main comparison `main`: (accuracy per
-    reference and fraction, paired tests of the claims about them)."""
+    reference and fraction, paired tests of the claims about them, one family)."""
     accs, claims = [], []
     for ref in refs:
         row = next(  # the main comparison's fine-tuning row of the reference's encoder (find_run's default init)
@@ -449,12 +502,11 @@ def reference_tables(main: list, refs: list, alpha: float = 0.05) -> tuple[pd.Da
             ]:
                 c = compare_draws(da, db, f"{a} and {b} at {f:.0%}", alpha)
                 if c is not None:
-                    stats = {k: c[k] for k in ("diff", "diff_sd", "p", "draws", "verdict")}
-                    claims.append(dict(claim=f"{a} beats {b}", fraction=f, **stats))
-    cols = ["claim", "fraction", "diff", "diff_sd", "p", "draws", "verdict"]
+                    stats = {k: c[k] for k in ("diff", "diff_sd", "p", "draws")}
+                    claims.append(dict(claim=f"{a} beats {b}", fraction=f, **stats, sign=claim_sign(c)))
     return (
         pd.DataFrame(accs, columns=["reference", "fraction", "accuracy"]).set_index("reference"),
-        pd.DataFrame(claims, columns=cols).set_index("claim"),
+        family_table(claims, ["claim", "fraction", "diff", "diff_sd", "p", "draws"], alpha),
     )
 
 # %% ../nbs/07a_report.ipynb #63aa74d8
@@ -462,11 +514,13 @@ def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
     "Tables and README lines of the RGB ablations (none: no lines)."
     if not ablation:
         return []
-    norm, maskt, more = normalisation_table(ablation), masking_table(ablation), masking_more(ablation)
+    norm, maskt = normalisation_table(ablation), masking_table(ablation)
+    norm_ci = beside(normalisation_table(ablation, cells=True), STUDY_NORMALISATION)
+    mask_ci, more = beside(masking_table(ablation, cells=True), STUDY_MASKING), masking_more(ablation, cells=True)
     claims = ablation_claims(ablation)
-    w.table(norm, "rgb_t6_normalisation")
-    w.table(maskt, "rgb_t6_masking")
-    w.table(more, "rgb_t6_masking_extra")
+    w.table(norm_ci, "rgb_t6_normalisation", "{}")
+    w.table(mask_ci, "rgb_t6_masking", "{}")
+    w.table(more, "rgb_t6_masking_extra", "{}")
     w.table(claims, "rgb_t6_ablation_claims", "{:.3g}")
     probes = ("Linear", "k-NN")  # the ablations are not fine-tuned here
     title = "target normalisation (mask 0.7), EuroSAT RGB"
@@ -482,49 +536,58 @@ def ablation_lines_rgb(w: ReportWriter, ablation: list) -> list[str]:
         "",
         "Target normalisation (mask 0.7):",
         "",
-        markdown_table(beside(norm, STUDY_NORMALISATION)),
+        markdown_table(norm_ci, "{}"),
         "Masking ratio (HOG C):",
         "",
-        markdown_table(beside(maskt, STUDY_MASKING)),
+        markdown_table(mask_ci, "{}"),
         "Masking ratio of RAW A and HOG D (the study reports their losses only):",
         "",
-        markdown_table(more),
+        markdown_table(more, "{}"),
         " ".join(figs),
         "",
         *ablation_claim_lines(claims),
     ]
 
 # %% ../nbs/07a_report.ipynb #02337093
+def first_screen(t: dict, n_test: int) -> list[str]:
+    """The top of `results/README.md`: the key figure, the main table with its intervals, and the study's claims, each
+    with its verdict here and its corrected p (generated from the claims table)."""
+    return (
+        _h("## EuroSAT RGB, 27,000 tiles: the study's claims here")
+        + _img("strategies", "rgb_f5_strategies")
+        + _h(
+            f"Test accuracy on the {n_test:,} test tiles, `ours [95 % interval] (study)`; *How to read the numbers* "
+            "below says how the intervals and verdicts are made."
+        )
+        + [markdown_table(_pct(t["acc"]), "{}")]
+        + _h(
+            f"The study's claims, each with its verdict here on the Holm-corrected p (< {ALPHA}) within this table's "
+            f"family of {len(t['claims'])} claims; points are A - B, `study` the study's A - B:"
+        )
+        + claim_lines(t["claims"])
+        + [""]
+    )
+
+
 def lines_rgb(w: ReportWriter, main: list, runs_dir, t: dict, budget: str, notes: list, abl_lines: list) -> list[str]:
-    "The README section of the RGB study."
+    "The README section of the RGB study: its first screen, how to read it, the evidence, then how the runs went."
     figs = ("rgb_f7_confusion_100", "rgb_f7_confusion_10", "rgb_f3_reconstructions", "rgb_f4_loss_curves")
-    out = _h("## Full-size EuroSAT RGB (27,000 tiles): the study's evidence") + [f"- budget: {budget}", *notes]
-    out += [*describe(main, runs_dir)[:2], ""]
+    out = first_screen(t, main[0]["metrics"][0]["n_test"]) + _h("### How to read the numbers") + _h(INTERVALS_NOTE)
     out += _h(
-        "For context, the published EuroSAT RGB result: Helber et al. (2019), ResNet-50 fine-tuned from ImageNet, "
-        f"{HELBER_RGB:.2%} with an 80/20 split. What differs here: a ViT-Tiny (5 M parameters) pre-trained for a few "
-        "epochs on EuroSAT's own 21,600 training tiles on a 2-core CPU, against a ResNet-50 (25 M) pre-trained on "
-        "ImageNet's 1.3 M images."
+        "Accuracy is test accuracy, scored once per model. The probe's weight decay and the fine-tuning epoch (and, "
+        "where a run searched one, its learning rate) were chosen on validation tiles carved from the labelled "
+        "training tiles, never on the test split; the study reports the best epoch measured on the test set itself, "
+        "which is optimistic."
     )
     out += _h("### Targets") + [markdown_table(t["targets"], "{}")]
-    out += _h(
-        "### Evaluation strategies x label fraction (95 % interval over the 5,400 test tiles; "
-        "mean ± sd where there are several label draws)"
-    )
-    out += _h("Cells read `ours [interval] (study)`.") + [markdown_table(_pct(t["acc"]), "{}")]
-    out += _img("strategies", "rgb_f5_strategies") + _h("### The study's claims, tested")
-    out += _h(
-        "McNemar's exact test on the same test tiles, per label draw; a claim holds only if it holds "
-        "(p < 0.05, A ahead) in every draw, is reversed if reversed in every draw, else it is not resolved. "
-        "`diff` is A - B (mean over draws), `p` the largest per-draw p-value."
-    )
-    out += [markdown_table(t["claims"], "{:.3g}")]
+    out += _h("### The study's claims, tested") + _h(claims_note(t["claims"])) + [markdown_table(t["claims"], "{:.3g}")]
     if "reference" in t:
         out += _h("### The longer supervised reference") + _h(
             "Training from scratch with more fine-tuning epochs than the main comparison gives any model (learning "
             "rate from the same validation search; 95 % interval over the test tiles):"
         )
-        out += [markdown_table(t["reference"], "{}"), "", markdown_table(t["reference_claims"], "{:.3g}")]
+        out += [markdown_table(t["reference"], "{}"), "", *_h(claims_note(t["reference_claims"]))]
+        out += [markdown_table(t["reference_claims"], "{:.3g}")]
     out += _h("### Pre-training quality on test tiles")
     out += _h(
         "Masked-patch error of each head relative to predicting the mean target (`mse_ratio` < 1: better than the "
@@ -533,6 +596,13 @@ def lines_rgb(w: ReportWriter, main: list, runs_dir, t: dict, budget: str, notes
     out += [markdown_table(t["quality"], "{:.4f}"), *abl_lines]
     out += _h("### Confusion matrices, reconstructions, pre-training loss")
     out += [f"![{n}](figures/{n}.png)\n" for n in figs if f"figures/{n}.png" in w.written]
+    out += _h("### How these runs were made") + [f"- budget: {budget}", *describe(main, runs_dir)[:2], *notes, ""]
+    out += _h(
+        "For context, the published EuroSAT RGB result: Helber et al. (2019), ResNet-50 fine-tuned from ImageNet, "
+        f"{HELBER_RGB:.2%} with an 80/20 split. What differs here: a ViT-Tiny (5 M parameters) pre-trained for a few "
+        "epochs on EuroSAT's own 21,600 training tiles on a 2-core CPU, against a ResNet-50 (25 M) pre-trained on "
+        "ImageNet's 1.3 M images."
+    )
     return out + _h("### Compute per unit (seconds)") + [markdown_table(t["stages"], "{:.1f}"), ""]
 
 # %% ../nbs/07a_report.ipynb #0230f135
@@ -555,26 +625,14 @@ def report_rgb(w: ReportWriter, rgb_units: list, runs_dir, n_units: int) -> list
 
 # %% ../nbs/07a_report.ipynb #d2b993bd
 def header_lines(today: str) -> list[str]:
-    "The README's title and the paragraph on where its numbers come from."
+    "The README's title and the line on where its numbers come from."
     return [
         "# Results",
         "",
-        f"Regenerated by `nbs/report.ipynb` on {today} from the run folders in `runs-rgb/` (the study's "
-        "evidence on all 27,000 EuroSAT RGB tiles) and `runs/` (the 13-band EuroSAT-MS sample). Each run folder holds "
-        "its full "
-        "configuration and provenance (`config.json`: git commit, package versions, device, precision, data "
-        "fingerprint, times, the "
-        "SHA-256 of the encoder it evaluated), `metrics.json` and `predictions.csv`. Accuracy is EuroSAT test "
-        "accuracy, scored once per "
-        "model; where a run records `ft_val`, the probe's weight decay and the fine-tuning epoch and learning rate "
-        "were chosen on "
-        "validation tiles carved from the labelled training tiles, never on the test split (earlier runs report the "
-        "final fine-tuning "
-        "epoch and the study's SGD probe, as their `config.json` says). The study reports the best epoch measured on "
-        "the test set "
-        "itself, which is optimistic. Every accuracy carries a 95 % Wilson interval over the test tiles, every claim a "
-        "paired "
-        "McNemar test.",
+        f"Regenerated by `nbs/report.ipynb` on {today} from the run folders in `runs-rgb/` (all 27,000 EuroSAT RGB "
+        "tiles) and `runs/` (the 13-band EuroSAT-MS sample). Each folder holds its run's configuration and provenance "
+        "(`config.json`: git commit, package versions, device, precision, data fingerprint, times, the SHA-256 of the "
+        "encoder it evaluated), `metrics.json` and `predictions.csv`.",
         "",
     ]
 
@@ -647,3 +705,59 @@ def write_report(results_dir=None) -> Path:
     (results / "README.md").write_text("\n".join(lines))
     print(f"wrote {results / 'README.md'} and {len(w.written)} figures and tables")
     return results / "README.md"
+
+# %% ../nbs/07a_report.ipynb #cb8cadf7
+README_BLOCKS = {  # block name -> (accuracy table, targets table or None, claims table) under results/tables
+    "rgb": ("rgb_t5_strategies", "rgb_targets", "rgb_claims"),
+    "13band": ("t5_strategies", None, "t5_claims"),
+}
+
+
+def readme_blocks(results_dir=None) -> dict:
+    "{block name: its markdown} from the tables in `<results_dir>/tables` (default: results/); a block without tables is left out."
+    tabs = Path(results_dir or results_root()) / "tables"
+    out = {}
+    for name, (acc, targets, claims) in README_BLOCKS.items():
+        if not (tabs / f"{acc}.md").is_file():
+            continue
+        lines = [
+            "Test accuracy, `ours [95 % interval] (study)`: a Wilson interval for one run, a bootstrap over the test "
+            "tiles for the mean of several label draws (`results/README.md` says how):",
+            "",
+        ]
+        lines += [(tabs / f"{acc}.md").read_text()]
+        if targets and (tabs / f"{targets}.md").is_file():
+            lines += ["The evidence targets, measured:", "", (tabs / f"{targets}.md").read_text()]
+        c = pd.read_csv(tabs / f"{claims}.csv", index_col=0)
+        lines += [
+            f"The study's claims, each with its verdict here on the Holm-corrected p (< {ALPHA}) within the family of "
+            f"{len(c)} claims (`results/tables/{claims}.md`); points are A - B, `study` the study's A - B:",
+            "",
+            *claim_lines(c),
+        ]
+        out[name] = "\n".join(lines).strip()
+    return out
+
+
+def sync_readme(nb_path, blocks: dict) -> bool:
+    """Write each of `blocks` between its markers in the notebook `nb_path` (an error names a block without its
+    markers) -> whether anything changed."""
+    nb_path = Path(nb_path)
+    nb = json.loads(nb_path.read_text())
+    changed, found = False, set()
+    for cell in nb["cells"]:
+        text = "".join(cell["source"])
+        for name, body in blocks.items():
+            start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+            if start in text and end in text:
+                found.add(name)
+                head, rest = text.split(start, 1)
+                text = f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}"
+        new = text.splitlines(keepends=True)
+        if new != cell["source"]:
+            cell["source"], changed = new, True
+    if set(blocks) - found:
+        raise ValueError(f"{nb_path} has no markers for the results block(s) {sorted(set(blocks) - found)}")
+    if changed:
+        nb_path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return changed

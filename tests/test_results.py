@@ -113,3 +113,60 @@ def test_readme_benchmarks_are_the_committed_ones():
         ]
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README does not show these committed benchmark figures: {missing}"
+
+
+CLAIM_TABLES = ["rgb_claims", "rgb_t6_ablation_claims", "rgb_reference_claims", "t5_claims", "t6_ablation_claims"]
+
+
+def committed_claims():
+    import pandas as pd
+
+    files = [RESULTS / "tables" / f"{n}.csv" for n in CLAIM_TABLES]
+    return [pd.read_csv(f, index_col=0) for f in files if f.is_file()]
+
+
+@pytest.mark.skipif(not (RESULTS / "tables").is_dir(), reason="no committed results yet")
+@pytest.mark.parametrize("readme", ["README.md", "results/README.md"])
+def test_prose_agrees_with_the_claims_tables(readme):
+    "Every claim sentence of the README (verdict, sign, points, study's points, corrected p) is what its table says."
+    from mimeo_nb.report import check_prose
+
+    assert check_prose((REPO / readme).read_text(), committed_claims()) >= 44
+
+
+@pytest.mark.skipif(not (RESULTS / "tables").is_dir(), reason="no committed results yet")
+def test_readme_results_are_the_generated_blocks():
+    "README's results blocks are exactly what `readme_blocks` builds from the committed tables (no hand-written findings)."
+    from mimeo_nb.report import readme_blocks
+
+    readme = (REPO / "README.md").read_text()
+    blocks = readme_blocks()
+    assert blocks
+    for name, body in blocks.items():
+        start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+        assert start in readme and end in readme, f"README lacks the {name} block"
+        assert readme.split(start, 1)[1].split(end, 1)[0].strip() == body, f"README's {name} block is stale"
+
+
+CELL = re.compile(r"^\d\.\d{4} \[\d\.\d{3}, \d\.\d{3}\]( \(\d+ draws\))?( \(\d\.\d{4}\))?$")
+
+
+@pytest.mark.skipif(not (RESULTS / "tables").is_dir(), reason="no committed results yet")
+def test_every_accuracy_cell_has_an_interval():
+    "Every cell of the accuracy tables is an accuracy with its 95 % interval (or '-'), and no cell reads '± 0'."
+    import pandas as pd
+
+    names = ["t5_strategies", "t6_normalisation", "t6_masking", "t6_masking_extra"]
+    names += [f"rgb_{n}" for n in names] + ["rgb_reference"]
+    checked = 0
+    for n in names:
+        f = RESULTS / "tables" / f"{n}.csv"
+        if not f.is_file():
+            continue
+        df = pd.read_csv(f, index_col=0).drop(columns=["fraction"], errors="ignore")
+        for v in df.to_numpy().ravel():
+            if isinstance(v, str) and v and not v.startswith("-"):  # '-' or '- (study)': not measured here
+                assert CELL.match(v), f"{n}: '{v}' is not an accuracy with its interval"
+                checked += 1
+    assert checked > 50
+    assert "± 0" not in (RESULTS / "README.md").read_text()
