@@ -17,7 +17,8 @@ from .train import CPU_HEAP_SETTINGS, Dist, Engine, limit_cpu_heap, model_from_c
 from .train import train_step, wrap_model
 
 # %% auto #0
-__all__ = ['matmul_peak', 'synthetic_engine', 'throughput', 'torch_threads', 'bench_hog']
+__all__ = ['SPEED_MODES', 'matmul_peak', 'synthetic_engine', 'throughput', 'finetune_throughput', 'compile_speedups',
+           'torch_threads', 'bench_hog']
 
 # %% ../nbs/09_bench.ipynb #a70e750c
 def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 2.0, device="cpu") -> float:
@@ -36,13 +37,13 @@ def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 2.0, device
     return 2 * n**3 * k / (time.perf_counter() - t0) / 1e9
 
 # %% ../nbs/09_bench.ipynb #e88363f0
-def synthetic_engine(cfg, in_chans: int) -> Engine:
+def synthetic_engine(cfg, in_chans: int, fused: bool = False) -> Engine:
     """An `Engine` for the model and AdamW of `cfg` on input that is already normalised (no data, a constant
     learningrate)."""
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)  # timm takes no generator
     model = model_from_config(cfg, in_chans).to(device)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-4, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-4, betas=(0.9, 0.95), fused=fused)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     return Engine(None, model, opt, torch.nn.Identity(), device, Dist(), amp, 1e-4, cfg.batch_size, 1, 0, 1, model)
 
@@ -68,9 +69,10 @@ def throughput(
     in_chans: int = 13,
     mask: float = 0.75,
     heap: str = "default",
+    fused: bool = False,
 ) -> dict:
     """Images/s, GFLOP per image and peak memory of pre-training steps (`mode`: fp32, bf16, fp32+compile, bf16+compile;
-    `heap`: 'default' leaves glibc's allocator as it is, 'limit' calls `limit_cpu_heap` first)."""
+    `heap`: 'default' leaves glibc's allocator as it is, 'limit' calls `limit_cpu_heap` first; `fused`: fused AdamW)."""
     import resource
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -81,7 +83,7 @@ def throughput(
     cfg = make_config("cpu", preset=preset, target=target, variant=variant, mask=mask, batch_size=batch, device=device)
     cfg = cfg.replace(precision=precision, compile=compile, seed=0)
     heap_limited = limit_cpu_heap() if heap == "limit" and torch.device(device).type == "cpu" else False
-    eng = synthetic_engine(cfg, in_chans)
+    eng = synthetic_engine(cfg, in_chans, fused)
     x = torch.rand(batch, in_chans, eng.model.img_size, eng.model.img_size, device=eng.device)
     ids = np.arange(batch)
     with FlopCounterMode(display=False) as fc:  # one eager step: the FLOPs of forward and backward
@@ -100,7 +102,70 @@ def throughput(
     out = dict(preset=preset, target=target, batch=batch, mode=mode, images_per_s=batch / dt, seconds_per_step=dt)
     out.update(gflop_per_image=flops / batch / 1e9, achieved_gflops=flops / dt / 1e9, warmup_seconds=t_warm * warmup)
     out.update(peak_memory_gib=peak / 2**30, threads=torch.get_num_threads(), device=str(eng.device))
-    return {**out, "heap_limited": heap_limited}
+    return {**out, "heap_limited": heap_limited, "fused": fused}
+
+# %% ../nbs/09_bench.ipynb #b49dcaa8
+def finetune_throughput(
+    preset: str = "vit_tiny_patch8_64",
+    batch: int = 64,
+    in_chans: int = 3,
+    compile: bool = False,
+    fused: bool = True,
+    steps: int = 10,
+    warmup: int = 3,
+    device: str = "cpu",
+) -> dict:
+    "Images/s of fp32 fine-tuning steps (median over `steps`, after `warmup` untimed ones) and the warm-up's seconds."
+    from mimeo_nb.evaluate import Classifier, _ft_optimizer, ft_step
+
+    steps, warmup = check_int("steps", steps), check_int("warmup", warmup, 1)
+    cfg = make_config("cpu-rgb", preset=preset, device=device, ft_recipe="mae", seed=0)
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(0)
+        model = Classifier(model_from_config(cfg, in_chans).encoder, 10, cfg.pool, "bn").to(dev)
+        size = model.encoder.patch_embed.img_size[0]
+        x = torch.randn(batch, in_chans, size, size)
+        y = torch.randint(0, 10, (batch,))
+    opt = _ft_optimizer(model, cfg, 5e-4, fused=fused)
+    net = torch.compile(model) if compile else model
+    x, y = x.to(dev), y.to(dev)
+    t_warm = _timed(lambda: ft_step(net, model, opt, x, y, 0.1, 1.0), warmup, dev) * warmup
+    ts = [_timed(lambda: ft_step(net, model, opt, x, y, 0.1, 1.0), 1, dev) for _ in range(steps)]
+    dt = float(np.median(ts))
+    out = dict(preset=preset, batch=batch, compile=compile, fused=fused, images_per_s=batch / dt)
+    return {**out, "seconds_per_step": dt, "warmup_seconds": t_warm, "threads": torch.get_num_threads()}
+
+# %% ../nbs/09_bench.ipynb #105d58e7
+SPEED_MODES = {"eager": (False, False), "eager+fused": (False, True), "compile": (True, False), "compile+fused": (True, True)}
+
+
+def _speed(kind: str, name: str, preset, batch, in_chans, steps, warmup) -> dict:
+    "One measurement of `kind` ('finetune' or 'pretrain', HOG target) in the mode `name` of `SPEED_MODES`."
+    c, f = SPEED_MODES[name]
+    if kind == "finetune":
+        return finetune_throughput(preset, batch, in_chans, c, f, steps, warmup)
+    return throughput(preset, "hog", batch, "fp32+compile" if c else "fp32", steps, warmup, in_chans=in_chans, fused=f)
+
+
+def compile_speedups(
+    preset: str = "vit_tiny_patch8_64", batch: int = 64, in_chans: int = 3, steps: int = 10, warmup: int = 3,
+    rounds: int = 3,
+) -> dict:  # fmt: skip
+    """Images/s of fine-tuning and pre-training (HOG target) steps in each of `SPEED_MODES`, over `rounds` rounds in
+    rotating order; each mode's ratio to the eager step with the default AdamW is the median of its per-round ratios."""
+    rounds = check_int("rounds", rounds)
+    out = dict(preset=preset, batch=batch, in_chans=in_chans, steps=steps, rounds=rounds)
+    names = list(SPEED_MODES)
+    for kind in ("finetune", "pretrain"):
+        ips = {n: [] for n in names}
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                ips[name].append(_speed(kind, name, preset, batch, in_chans, steps, warmup)["images_per_s"])
+        out[f"{kind}_images_per_s"] = {n: float(np.median(v)) for n, v in ips.items()}
+        out[f"{kind}_ratio"] = {n: float(np.median(np.divide(v, ips["eager"]))) for n, v in ips.items()}
+        out[f"{kind}_rounds"] = ips
+    return out
 
 # %% ../nbs/09_bench.ipynb #ac866e4e
 def _best_time(f, repeats: int) -> float:

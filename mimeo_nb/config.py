@@ -121,7 +121,7 @@ class Config:
     warmup_epochs: float = 3.0
     clip_grad: float = 0.0  # 0 = no clipping
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 (autocast, fp32 master weights) | fp32
-    compile: bool = False
+    compile: bool = False  # torch.compile the model for pre-training and fine-tuning steps (evaluation runs eager)
     augment: bool = True  # flips, 90-degree rotations, random resized crops (on the device)
     checkpoint_every: int = 1  # epochs
     num_workers: int = 0  # data loader workers for SSL4EO

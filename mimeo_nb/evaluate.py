@@ -22,9 +22,9 @@ from .train import lr_at, resolve_device, resolve_precision
 __all__ = ['STRATEGY_NAMES', 'FT_KEYS', 'prepare', 'pool_tokens', 'check_bands', 'encoder_features', 'FeatureCache',
            'linear_head', 'train_head', 'linear_probe', 'knn_predict', 'standardiser', 'fit_logistic',
            'logistic_predict', 'cv_folds', 'choose_weight_decay', 'logistic_probe', 'probe_bar', 'finetune_head',
-           'Classifier', 'flips_rot90', 'ft_epochs_at', 'set_drop_path', 'carve_validation', 'predict', 'finetune',
-           'classification_metrics', 'cached_features', 'evaluate_one', 'evaluate_encoder', 'plot_finetune_traces',
-           'write_results']
+           'Classifier', 'flips_rot90', 'ft_epochs_at', 'set_drop_path', 'carve_validation', 'predict', 'ft_step',
+           'finetune', 'classification_metrics', 'cached_features', 'evaluate_one', 'evaluate_encoder',
+           'plot_finetune_traces', 'write_results']
 
 # %% ../nbs/05_evaluate.ipynb #55e536e0
 def prepare(x_raw, normalize: BandNormalize, img_size: int):
@@ -378,8 +378,9 @@ def predict(
     return torch.cat(out).numpy()
 
 # %% ../nbs/05_evaluate.ipynb #fb273b5f
-def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
-    "SGD (the study's) or AdamW with layer decay; weight decay on weights only (not norms, biases, tokens, positions)."
+def _ft_optimizer(model: Classifier, cfg: Config, lr: float, fused: bool = True):
+    """SGD (the study's) or AdamW with layer decay; weight decay on weights only (not norms, biases, tokens, positions);
+    AdamW `fused` (one kernel for every parameter group: faster on CPU and GPU, `results/bench/compile.json`)."""
     if cfg.ft_recipe == "study":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.ft_wd)
     from timm.optim import param_groups_layer_decay
@@ -391,7 +392,7 @@ def _ft_optimizer(model: Classifier, cfg: Config, lr: float):
     groups.append(dict(params=[p for p in head if p.ndim <= 1], weight_decay=0.0, lr_scale=1.0))
     for g in groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused)
 
 # %% ../nbs/05_evaluate.ipynb #29f8c570
 def _probe_head(model: Classifier, feats, labels, cfg: Config, seed: int) -> None:
@@ -443,9 +444,22 @@ def _recompute_bn(model: Classifier, tiles, idx, normalize, batch: int, device, 
     bn.momentum, bn.training = 0.1, False
 
 # %% ../nbs/05_evaluate.ipynb #1d7404d9
+def ft_step(net, model, opt, x, y, smoothing: float = 0.0, clip: float = 0.0, amp: dict | None = None) -> float:
+    """One fine-tuning step of `model` run through `net` (itself, or compiled): label-smoothed cross-entropy,
+    gradients clipped at `clip` (0: none), the optimiser's step -> the loss."""
+    with torch.autocast(**(amp or dict(device_type=x.device.type, enabled=False))):
+        loss = F.cross_entropy(net(x).float(), y, label_smoothing=smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return loss.item()
+
+
 class _FineTuning:
     """One fine-tuning run: the classifier, its optimiser and schedule, by epoch; the learning rate and loss of every
-    step are kept (`step_lr`, `step_loss`)."""
+    step are kept (`step_lr`, `step_loss`); with `cfg.compile` the training steps run the classifier compiled."""
 
     def __init__(
         self, encoder, tiles, fit_idx, normalize, cfg: Config, lr: float, epochs: int, seed: int, device, feats=None
@@ -454,6 +468,7 @@ class _FineTuning:
             raise ValueError(f"ft_head_init='probe' needs ft_head='bn' (the probe's head); got ft_head={cfg.ft_head!r}")
         self.model = Classifier(set_drop_path(encoder, cfg.ft_drop_path), len(tiles.classes), cfg.pool, cfg.ft_head)
         self.model.to(device)
+        self.net = torch.compile(self.model) if cfg.compile else self.model
         if cfg.ft_head_init == "probe":
             f = (
                 feats[fit_idx]
@@ -499,19 +514,12 @@ class _FineTuning:
                 torch.from_numpy(np.asarray(self.tiles.images[ids])).to(self.device), self.normalize, self.img_size
             )
             x = flips_rot90(x, self.seed, ep, ids)
-            with torch.autocast(**self.amp):
-                loss = F.cross_entropy(
-                    self.model(x).float(), self.labels[ids].to(self.device), label_smoothing=self.smoothing
-                )
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-            self.opt.step()
+            y = self.labels[ids].to(self.device)
+            loss = ft_step(self.net, self.model, self.opt, x, y, self.smoothing, self.clip, self.amp)
             self.step += 1
-            loss_sum += loss.item()
+            loss_sum += loss
             self.step_lr.append(lr)
-            self.step_loss.append(loss.item())
+            self.step_loss.append(loss)
         return loss_sum / self.steps
 
     def accuracy(self, idx) -> float:
@@ -602,7 +610,8 @@ def _finetune_one(
 # %% ../nbs/05_evaluate.ipynb #560b0320
 def _ft_key(cfg: Config, resume_key: str, fit_idx, val_idx, lr: float, epochs: int, seed: int) -> str:
     "A digest of everything that decides one fine-tuning run (for its resumable checkpoint's name)."
-    ft_fields = {k: v for k, v in cfg.to_dict().items() if k.startswith("ft_") or k in ("pool", "precision", "init")}
+    decides = ("pool", "precision", "init", "compile")
+    ft_fields = {k: v for k, v in cfg.to_dict().items() if k.startswith("ft_") or k in decides}
     parts = [resume_key, json.dumps(ft_fields, sort_keys=True)]
     parts += [hashlib.sha1(np.asarray(i).tobytes()).hexdigest() for i in (fit_idx, val_idx)]
     parts += [repr(lr), str(epochs), str(seed)]

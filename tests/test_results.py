@@ -111,6 +111,14 @@ def test_readme_benchmarks_are_the_committed_ones():
         expected += [
             f"{min(peaks):.1f}-{max(peaks):.1f} GiB but costs {cost(False)} of the speed in eager mode and {cost(True)} compiled"
         ]
+    if (bench / "compile.json").is_file():
+        c = load("compile")
+        fr, pr = c["finetune_ratio"], c["pretrain_ratio"]
+        expected += [
+            f"runs at {c['finetune_images_per_s']['eager']:.0f} images/s eager",
+            f"{fr['eager+fused']:.2f}x, {fr['compile']:.2f}x and {fr['compile+fused']:.2f}x of that",
+            f"{pr['eager+fused']:.2f}x, {pr['compile']:.2f}x and {pr['compile+fused']:.2f}x",
+        ]
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README does not show these committed benchmark figures: {missing}"
 
