@@ -150,13 +150,16 @@ def _speed(kind: str, name: str, preset, batch, in_chans, steps, warmup) -> dict
 
 def compile_speedups(
     preset: str = "vit_tiny_patch8_64", batch: int = 64, in_chans: int = 3, steps: int = 10, warmup: int = 3,
-    rounds: int = 3,
+    rounds: int = 3, modes=tuple(SPEED_MODES),
 ) -> dict:  # fmt: skip
     """Images/s of fine-tuning and pre-training (HOG target) steps in each of `SPEED_MODES`, over `rounds` rounds in
-    rotating order; each mode's ratio to the eager step with the default AdamW is the median of its per-round ratios."""
+    rotating order; each mode's ratio to the eager step with the default AdamW is the median of its per-round ratios
+    (`modes`: a subset of `SPEED_MODES` that includes 'eager')."""
     rounds = check_int("rounds", rounds)
+    names = list(dict.fromkeys(modes))
+    if "eager" not in names or set(names) - set(SPEED_MODES):
+        raise ValueError(f"modes={modes!r}: a subset of {list(SPEED_MODES)} that includes 'eager'")
     out = dict(preset=preset, batch=batch, in_chans=in_chans, steps=steps, rounds=rounds)
-    names = list(SPEED_MODES)
     for kind in ("finetune", "pretrain"):
         ips = {n: [] for n in names}
         for r in range(rounds):
