@@ -5,11 +5,14 @@
 # %% ../nbs/00_checks.ipynb #7f8da950
 from __future__ import annotations
 import math
+import time
+from contextlib import contextmanager
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['bad_value', 'check_number', 'check_int', 'check_ratio', 'check_numbers', 'check_choice']
+__all__ = ['bad_value', 'check_number', 'check_int', 'check_ratio', 'check_numbers', 'check_choice', 'TimeUp', 'time_budget',
+           'check_time']
 
 # %% ../nbs/00_checks.ipynb #14d3c472
 def bad_value(name: str, value, allowed) -> ValueError:
@@ -63,3 +66,31 @@ def check_choice(name: str, value, options):
     if isinstance(value, (list, dict, set)) or value not in options:
         raise bad_value(name, value, list(options))
     return value
+
+# %% ../nbs/00_checks.ipynb #14309528
+class TimeUp(Exception):
+    "A unit's time budget is spent: its run stopped after a saved epoch; running it again continues from there."
+
+
+_BUDGET_END = [math.inf]  # the end of the time budget in force (time.monotonic()); inf outside any
+
+
+@contextmanager
+def time_budget(seconds: float = math.inf):
+    "Inside: `check_time` raises `TimeUp` once the next epoch would end more than `seconds` after entering."
+    if seconds != math.inf:
+        check_number("seconds", seconds, 0, bounds="(]")
+    before = _BUDGET_END[0]
+    _BUDGET_END[0] = min(before, time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _BUDGET_END[0] = before
+
+
+def check_time(next_seconds: float = 0.0, what: str = "run") -> None:
+    "Raise `TimeUp` (naming `what`) if `next_seconds` more would end after the time budget in force."
+    left = _BUDGET_END[0] - time.monotonic()
+    if next_seconds > left:
+        raise TimeUp(f"{what}: the unit's time budget is spent ({max(left, 0):.0f} s left, the next epoch takes about "
+                     f"{next_seconds:.0f} s); run it again to continue from its last checkpoint")

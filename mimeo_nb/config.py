@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, fields, asdict
 
 from .checks import bad_value, check_choice, check_number, check_numbers
 from .data import NORMALISATIONS
-from .model import PRESETS, TARGETS, variant_settings
+from .registry import PRESETS, target_parts, variant_settings
 
 # %% auto #0
-__all__ = ['EVALUATIONS', 'FRACTIONS', 'RAW_A', 'HOG_C', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'RUN_FILES',
+__all__ = ['EVALUATIONS', 'FRACTIONS', 'RAW_A', 'HOG_C', 'HOG_G', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'RUN_FILES',
            'SWEEP_LOG', 'NOT_IN_ID', 'EVAL_FIELDS', 'LIST_ITEMS', 'Config', 'check_fields', 'make_config', 'repo_root',
            'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'unit_label', 'run_id', 'parse_field',
            'config_parser', 'config_from_args']
@@ -22,13 +22,13 @@ EVALUATIONS = ("linear", "finetune", "knn")
 FRACTIONS = [1.0, 0.5, 0.1, 0.01]  # the study's label fractions
 RAW_A = dict(target="raw", variant="A", mask=0.7)  # the study's main pixel (MAE) pre-training
 HOG_C = dict(target="hog", variant="C", mask=0.7)  # the study's main HOG (MaskFeat) pre-training
+HOG_G = dict(target="hog", variant="G", mask=0.7)  # HOG above the noise floor (beyond the study)
 # the named options of a field (profile: the keys of PROFILES)
 FIELD_CHOICES = dict(
     pretrain_data=("eurosat", "ssl4eo"),
     normalisation=NORMALISATIONS,
     split=("random", "spatial"),
     preset=PRESETS,
-    target=TARGETS,
     loss_on=("masked", "all"),
     hog_gradient=("sobel", "central"),
     init=("pretrained", "random"),

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_choice
+from .checks import check_choice, check_time
 from .config import Config, RUN_FILES
 from .data import TileSet, BandNormalize, progress_bar, label_fraction, atomic_write_text, _atomic_write_bytes
 from .masking import keyed_uniform
@@ -579,6 +579,7 @@ def _finetune_one(
             val_acc, losses, best, start = s["val_acc"], s["losses"], tuple(s["best"]), s["epoch"]
         bar = progress_bar(range(start, epochs), desc=f"fine-tuning (lr {lr:g})", disable=not progress, leave=False)
         for ep in bar:
+            t_ep = time.time()
             losses.append(ft.epoch(ep))
             if len(val_idx):
                 val_acc.append(ft.accuracy(val_idx))
@@ -591,6 +592,8 @@ def _finetune_one(
                 tmp = Path(ckpt).with_name(f".{Path(ckpt).name}.tmp")
                 torch.save(state, tmp)
                 tmp.replace(ckpt)
+                if ep + 1 < epochs:  # a unit of a sweep may stop here and resume later (checks.time_budget)
+                    check_time(time.time() - t_ep, "fine-tuning")
         if best[2] is not None:
             ft.model.load_state_dict(best[2])
         if not len(val_idx):  # the last epoch's weights: a BatchNorm head gets its statistics for them
@@ -643,7 +646,7 @@ def finetune(
     normalize = normalize.to(device)
     fit_idx, val_idx = carve_validation(train_idx, tiles.labels, cfg.ft_val, seed)
     epochs, best, trials = ft_epochs_at(cfg, fraction), None, []
-    probe_val = None
+    probe_val, ckpts = None, []
     if feats is not None and len(val_idx):
         y, k = tiles.labels, len(tiles.classes)
         probe_val = probe_bar(feats[fit_idx], y[fit_idx], feats[val_idx], y[val_idx], k, cfg.probe_wds, cfg.probe_iters)
@@ -672,6 +675,8 @@ def finetune(
         )
         if best is None or r["best_val"] > best[1]["best_val"]:
             best = (lr, r)
+        ckpts.append(ckpt)
+    for ckpt in ckpts:  # kept until every learning rate is done, so that a stopped search resumes where it stopped
         if ckpt is not None:
             ckpt.unlink(missing_ok=True)
     lr, r = best

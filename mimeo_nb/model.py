@@ -17,53 +17,13 @@ from torch import nn
 from .checks import check_choice, check_int, check_ratio
 
 from .data import BAND_NAMES, rgb_indices, rgb_stretch, _atomic_write_bytes
-from .hog import HOG, cells_to_patches, hog_glyphs, neighbour_predictability
+from .hog import cells_to_patches, hog_glyphs, neighbour_predictability
 from .masking import random_masking
+from .registry import PRESETS, TARGET_SPECS, VARIANTS, patch_standardise, target_parts, variant_settings
 
 # %% auto #0
-__all__ = ['PRESETS', 'TARGETS', 'VARIANTS', 'HOG_VARIANTS', 'variant_settings', 'sincos_pos_embed', 'patch_standardise',
-           'model_geometry', 'MaskedAutoencoder', 'target_predictability', 'overfit', 'encoder_kwargs',
+__all__ = ['sincos_pos_embed', 'model_geometry', 'MaskedAutoencoder', 'target_predictability', 'overfit', 'encoder_kwargs',
            'export_encoder', 'load_encoder', 'reconstruct', 'plot_reconstruction', 'pretext_quality']
-
-# %% ../nbs/03_model.ipynb #34439a07
-# fmt: off
-PRESETS = {
-    "vit_tiny_patch8_64": dict(arch="vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=192,
-                               decoder_dim=128, decoder_depth=2, decoder_heads=4),
-    "vit_small_patch8_64": dict(arch="vit_small_patch16_224", img_size=64, patch_size=8, embed_dim=384,
-                                decoder_dim=256, decoder_depth=4, decoder_heads=8),
-    "vit_small_patch16_224": dict(arch="vit_small_patch16_224", img_size=224, patch_size=16, embed_dim=384,
-                                  decoder_dim=512, decoder_depth=8, decoder_heads=16),
-}
-# fmt: on
-TARGETS = ("raw", "hog", "raw+hog")
-
-# %% ../nbs/03_model.ipynb #91236d89
-VARIANTS = {
-    "A": dict(norm_pix=True),
-    "B": dict(norm_pix=False),
-    "C": dict(hog_patch_norm=True, hog_cell_norm=True),
-    "D": dict(hog_patch_norm=False, hog_cell_norm=True),
-    "E": dict(hog_patch_norm=True, hog_cell_norm=False),
-    "F": dict(hog_patch_norm=False, hog_cell_norm=False),
-    # beyond the study: HOG above the noise floor (log-compressed histograms, standardised per dimension over the data)
-    "G": dict(hog_patch_norm=False, hog_cell_norm=False, hog_log=0.02, hog_dataset_norm=True),
-}
-HOG_VARIANTS = "CDEFG"
-
-
-def variant_settings(target: str, variant: str) -> dict:
-    "The target settings of `variant` (A-G; two letters such as 'AC' for 'raw+hog') for `target`."
-    if target not in TARGETS:
-        raise ValueError(f"target={target!r}; allowed: {TARGETS}")
-    allowed = {"raw": ["A", "B"], "hog": list(HOG_VARIANTS), "raw+hog": [a + b for a in "AB" for b in HOG_VARIANTS]}
-    allowed = allowed[target]
-    if variant not in allowed:
-        raise ValueError(f"variant={variant!r} for target={target!r}; allowed: {allowed}")
-    out = dict(norm_pix=False, hog_patch_norm=False, hog_cell_norm=False, hog_log=0.0, hog_dataset_norm=False)
-    for letter in variant:
-        out.update(VARIANTS[letter])
-    return out
 
 # %% ../nbs/03_model.ipynb #a10aea54
 def sincos_pos_embed(dim: int, grid: int, cls_token: bool = True) -> torch.Tensor:
@@ -87,12 +47,6 @@ def sincos_pos_embed(dim: int, grid: int, cls_token: bool = True) -> torch.Tenso
         pe = torch.cat([torch.zeros(1, dim, dtype=pe.dtype), pe])
     return pe.float()[None]
 
-# %% ../nbs/03_model.ipynb #81a63061
-def patch_standardise(t):
-    """t: [B, L, D] -> every patch's target vector with mean 0 and variance 1: `(t - mean) / sqrt(var + 1e-6)` (MAE's
-    norm_pix_loss)."""
-    return (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
-
 # %% ../nbs/03_model.ipynb #a0563284
 def model_geometry(preset: str, target: str, img_size: int | None, patch_size: int | None, hog_cell: int) -> dict:
     """The settings of `preset` with `img_size` / `patch_size` when given; `ValueError` where patches or HOG cells donot
@@ -104,10 +58,10 @@ def model_geometry(preset: str, target: str, img_size: int | None, patch_size: i
         raise ValueError(
             f"patch_size={p['patch_size']} does not divide img_size={p['img_size']}; allowed: a divisor of img_size"
         )
-    if target != "raw" and p["patch_size"] % hog_cell:
-        raise ValueError(
-            f"hog_cell={hog_cell} does not divide patch_size={p['patch_size']}; allowed: a divisor of patch_size"
-        )
+    for part in target_parts(target):
+        problem = TARGET_SPECS[part].geometry(p["patch_size"], hog_cell) if TARGET_SPECS[part].geometry else None
+        if problem:
+            raise ValueError(problem)
     return p
 
 # %% ../nbs/03_model.ipynb #9a16e9b0
@@ -168,23 +122,23 @@ class MaskedAutoencoder(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(Dd)
         self.heads = nn.ModuleDict()
-        if "raw" in self.target:
-            self.heads["raw"] = nn.Linear(Dd, self.patch_size**2 * self.in_chans)
-        if "hog" in self.target:
-            self.hog = HOG(
-                cell=self.hog_cell, bins=hog_bins, gradient=hog_gradient, normalize=self.flags["hog_cell_norm"]
-            )
-            d_hog = self.in_chans * (self.patch_size // self.hog_cell) ** 2 * hog_bins
-            self.heads["hog"] = nn.Linear(Dd, d_hog)
-            if self.standardises_hog:  # saved with the model; `hog_stat_tiles` = 0 until fit_target_stats
-                self.register_buffer("hog_mean", torch.zeros(d_hog))
-                self.register_buffer("hog_std", torch.ones(d_hog))
-                self.register_buffer("hog_stat_tiles", torch.zeros((), dtype=torch.long))
+        s = dict(self.flags, in_chans=self.in_chans, patch_size=self.patch_size, hog_cell=self.hog_cell)
+        s.update(hog_bins=hog_bins, hog_gradient=hog_gradient)
+        for name in target_parts(self.target):  # the registry's targets, in its order
+            spec = TARGET_SPECS[name]
+            if spec.build is not None:
+                spec.build(self, s)
+            self.heads[name] = nn.Linear(Dd, spec.dim(s))
+        if self.standardises_hog:  # saved with the model; `hog_stat_tiles` = 0 until fit_target_stats
+            d_hog = self.heads["hog"].out_features
+            self.register_buffer("hog_mean", torch.zeros(d_hog))
+            self.register_buffer("hog_std", torch.ones(d_hog))
+            self.register_buffer("hog_stat_tiles", torch.zeros((), dtype=torch.long))
 
     @property
     def standardises_hog(self) -> bool:
         "Whether the HOG target is standardised per dimension over the data (variant G, or `hog_standardise`)."
-        return "hog" in self.target and (self.flags["hog_dataset_norm"] or self.hog_standardise)
+        return "hog" in target_parts(self.target) and (self.flags["hog_dataset_norm"] or self.hog_standardise)
 
     def no_weight_decay(self) -> set:
         "What AdamW leaves undecayed besides norms and biases: the tokens and position embeddings (timm's convention)."
@@ -260,27 +214,20 @@ class MaskedAutoencoder(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             x = x.float()
             out = {}
-            if "raw" in self.heads:
-                t = self.patchify(x)
-                out["raw"] = patch_standardise(t) if self.flags["norm_pix"] else t
-            if "hog" in self.heads:
-                t = self.hog_features(x)
-                if self.standardises_hog:
-                    if int(self.hog_stat_tiles) == 0:
-                        raise RuntimeError(
-                            "the HOG target is standardised over the data, but its statistics were never fitted: call "
-                            "model.fit_target_stats(batches of normalised training tiles) first"
-                        )
-                    t = (t - self.hog_mean) / self.hog_std
-                out["hog"] = t
+            for name in self.heads:
+                out[name] = TARGET_SPECS[name].compute(self, x)
+            if self.standardises_hog:
+                if int(self.hog_stat_tiles) == 0:
+                    raise RuntimeError(
+                        "the HOG target is standardised over the data, but its statistics were never fitted: call "
+                        "model.fit_target_stats(batches of normalised training tiles) first"
+                    )
+                out["hog"] = (out["hog"] - self.hog_mean) / self.hog_std
         return out
 
     def hog_features(self, x):
         "x: [B, C, H, W] -> the HOG target before any dataset-wide standardisation `[B, L, D]`."
-        t = cells_to_patches(self.hog(x.float()), self.patch_size, self.hog_cell)
-        if self.flags["hog_log"]:
-            t = torch.log1p(t / self.flags["hog_log"])
-        return patch_standardise(t) if self.flags["hog_patch_norm"] else t
+        return TARGET_SPECS["hog"].compute(self, x)
 
     @torch.no_grad()
     def fit_target_stats(self, batches) -> dict:
@@ -310,7 +257,8 @@ class MaskedAutoencoder(nn.Module):
         for k in pred:
             per_patch = ((pred[k].float() - target[k]) ** 2).mean(-1)  # [B, L]
             losses[k] = (per_patch * mask).sum() / mask.sum() if self.loss_on == "masked" else per_patch.mean()
-        total = sum((self.w_raw if k == "raw" else self.w_hog) * v for k, v in losses.items())
+        weight = {k: getattr(self, TARGET_SPECS[k].weight) if TARGET_SPECS[k].weight else 1.0 for k in losses}
+        total = sum(weight[k] * v for k, v in losses.items())
         return total, losses
 
     def forward(self, x, mask_ratio: float | None = None, noise=None) -> dict:
@@ -356,10 +304,10 @@ def target_predictability(
     variants' settings."""
     out = {}
     for v in variants:
-        target = "raw" if v in "AB" else "hog"
+        target = VARIANTS[v].target
         geometry = dict(img_size=img_size, patch_size=patch_size, hog_cell=hog_cell)
         m = MaskedAutoencoder(preset, target, v, x.shape[1], **geometry)
-        m.flags.update({k: val for k, val in flags.items() if target == "hog"})
+        m.flags.update({k: val for k, val in flags.items() if k in TARGET_SPECS[target].flags})
         if m.standardises_hog:
             m.fit_target_stats(x.split(256))
         t = torch.cat([m.targets(b)[target] for b in x.split(256)])

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 import mimeo_nb
-from .config import Config, make_config, run_id, pretrain_id, PROFILES, FRACTIONS, RAW_A, HOG_C, RUN_FILES
+from .config import Config, make_config, run_id, pretrain_id, PROFILES, FRACTIONS, RAW_A, HOG_C, HOG_G
+from .config import RUN_FILES
 from .config import SWEEP_LOG, parse_field, run_finished
-from .checks import check_choice, check_int
+from .checks import TimeUp, check_choice, check_int, check_number, time_budget
 from .config import check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_data, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
@@ -25,10 +26,10 @@ from .train import PretrainData, checkpoint_dir, make_split, model_from_config, 
 from .train import resolve_precision
 
 # %% auto #0
-__all__ = ['DRAWS', 'RGB_LRS', 'RGB_FT_EPOCHS', 'RGB_ABLATION_EPOCHS', 'RGB_PROFILES', 'RGB_ABLATIONS', 'RGB_DATA', 'git_state',
-           'device_name', 'provenance', 'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit',
-           'run_study', 'default_runs_dir', 'study_data', 'check_same_data', 'record_sweep', 'kernel_env', 'run_report',
-           'study_parser', 'main']
+__all__ = ['DRAWS', 'RGB_PROFILES', 'RGB_LRS', 'RGB_LONG', 'RGB_ABLATION_EPOCHS', 'RGB_ENCODERS', 'RGB_FINETUNED',
+           'GEOMETRY_PRESET', 'RGB_GEOMETRY', 'RGB_ABLATIONS', 'RGB_DATA', 'git_state', 'device_name', 'provenance',
+           'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_study', 'default_runs_dir',
+           'study_data', 'check_same_data', 'record_sweep', 'kernel_env', 'run_report', 'study_parser', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -93,8 +94,10 @@ def provenance(cfg: Config, tiles: TileSet | None, device: torch.device) -> dict
 class Experiment:
     "One run of the study: pre-training (or reuse), reconstructions, evaluations, and its results folder."
 
-    def __init__(self, cfg: Config, tiles: TileSet | None = None, progress: bool = True):
+    def __init__(self, cfg: Config, tiles: TileSet | None = None, progress: bool = True, minutes: float = 0):
         self.cfg, self.progress, self.t0 = cfg.validate(), progress, time.time()
+        check_number("minutes", minutes, 0)  # 0: no limit; else a unit of a sweep, stopped after a saved epoch
+        self.budget_end = time.monotonic() + 60 * minutes if minutes else None
         self.started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.device = resolve_device(cfg.device)
         self.tiles = tiles if tiles is not None else load_eurosat(cfg.data_dir or find_eurosat(), progress=progress)
@@ -121,6 +124,11 @@ class Experiment:
             f"{len(self.tiles)} tiles "
             f"({len(self.split['train'])} train / {len(self.split['test'])} test), device {self.device}"
         )
+
+    def budget(self):
+        """The time left to this unit (`minutes` from its start) as a `checks.time_budget`: a long pre-training or
+        fine-tuning stops after a saved epoch with `TimeUp`, and running the unit again continues it."""
+        return time_budget() if self.budget_end is None else time_budget(max(self.budget_end - time.monotonic(), 1e-3))
 
     def prepare(self) -> Path:
         "Start a clean partial folder."
@@ -154,7 +162,8 @@ class Experiment:
             self.pretrain_seconds = sum(float(h["seconds"]) for h in history)
             shutil.copy(self.ckpt_dir / RUN_FILES["history"], self.tmp_dir / RUN_FILES["history"])
             return None
-        self.result = pretrain(self.cfg, self.ckpt_dir, self.data, resume="auto", progress=self.progress)
+        with self.budget():
+            self.result = pretrain(self.cfg, self.ckpt_dir, self.data, resume="auto", progress=self.progress)
         self.model, self.normalize, self.final_loss = (
             self.result.model.cpu(),
             self.result.normalize.cpu(),
@@ -245,17 +254,18 @@ class Experiment:
                 return load_encoder(enc_path)
 
             key = f"{enc_path}:{file_sha256(enc_path)}"
-        self.records, preds = evaluate_encoder(
-            make,
-            key,
-            self.tiles,
-            self.split,
-            self.normalize,
-            self.cfg,
-            FeatureCache(self.ckpt_dir),
-            self.progress,
-            ckpt_dir=self.ckpt_dir,
-        )
+        with self.budget():
+            self.records, preds = evaluate_encoder(
+                make,
+                key,
+                self.tiles,
+                self.split,
+                self.normalize,
+                self.cfg,
+                FeatureCache(self.ckpt_dir),
+                self.progress,
+                ckpt_dir=self.ckpt_dir,
+            )
         write_results(self.tmp_dir, self.records, preds, self.tiles, self.split["test"])
         if preds:
             self._save_thumbnails(preds)
@@ -333,14 +343,17 @@ class Experiment:
 
 # %% ../nbs/07_study.ipynb #add43f3a
 DRAWS = [42, 43, 44]  # label draws (and training seeds) of the main comparison
-RGB_LRS = [3e-4, 1e-3]  # fine-tuning learning rates chosen from on validation tiles (at 10 % labels, first draw)
-RGB_FT_EPOCHS = 2  # fine-tuning epochs at 100 % labels in the RGB main comparison (more at fewer labels: sqrt scaling)
-RGB_ABLATION_EPOCHS = 1  # pre-training epochs of the RGB ablations (the main comparison: the profile's 10)
 RGB_PROFILES = ("cpu-rgb", "gpu-rgb")  # the profiles of the full-size EuroSAT RGB study (`rgb_grid`)
-# the RGB ablations (target, variant, mask): normalisation A-F and RAW+HOG at mask 0.7, masking 0.5 and 0.2 for A, C, D
-RGB_ABLATIONS = [("raw", "A", 0.7), ("hog", "C", 0.7), ("raw", "B", 0.7), ("hog", "D", 0.7), ("hog", "E", 0.7)]
-RGB_ABLATIONS += [("hog", "F", 0.7), ("raw+hog", "AC", 0.7)]
-RGB_ABLATIONS += [(t, v, m) for m in (0.5, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D"))]
+RGB_LRS = [3e-4, 1e-3]  # the learning rates random init chooses from on validation tiles (at 10 % labels, first draw)
+RGB_LONG = 2  # the longer supervised reference run: this many times the fine-tuning epochs, at 100 % labels
+RGB_ABLATION_EPOCHS = 3  # pre-training epochs of the RGB ablations on cpu-rgb (the main comparison: the profile's 10)
+RGB_ENCODERS = {"random": dict(init="random"), "raw-A": RAW_A, "hog-C": HOG_C, "hog-G": HOG_G}  # the main comparison
+RGB_FINETUNED = ("random", "raw-A", "hog-G")  # fine-tuned at every fraction (HOG C last, as far as the budget allows)
+GEOMETRY_PRESET = "vit_tiny_patch16_128"  # the same 64 tokens on tiles upsampled to 128 px, 16 px patches, 8 px cells
+RGB_GEOMETRY = ("raw-A", "hog-G")  # pre-trained again at GEOMETRY_PRESET
+# the RGB ablations (target, variant, mask): normalisation A-G and RAW+HOG at mask 0.7, masking 0.5, 0.4, 0.2 for A, C, G
+RGB_ABLATIONS = [("raw", v, 0.7) for v in "AB"] + [("hog", v, 0.7) for v in "CDEFG"] + [("raw+hog", "AC", 0.7)]
+RGB_ABLATIONS += [(t, v, m) for m in (0.5, 0.4, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "G"))]
 
 
 def study_grid(fractions=None, profile: str = "cpu") -> list:
@@ -372,35 +385,44 @@ def _rgb_ablation_units(epochs: int) -> list:
         units.append((name, dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1])))
     return units
 
+
+def _ft_units(key: str, enc: dict, draws: list, **ft) -> list:
+    "Fine-tuning units of encoder `key` at each (fraction, draw); random init takes the lr its search chose."
+    lr = {"ft_lr": "lr-of:finetune-random-lrsearch"} if key.startswith("random") else {}
+    return [(f"finetune-{key}-f{f:g}-s{s}", dict(enc, **ft, **lr, fractions=[f], seeds=[s])) for f, s in draws]
+
 # %% ../nbs/07_study.ipynb #ba2ada8c
 def rgb_grid(profile: str = "cpu-rgb") -> list:
     """The full-size RGB study as resumable units (one pre-training, the probes of one encoder, or one fine-tuning at
-    one fraction and draw), in the order they run; `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its
-    validation tiles. `cpu-rgb` fine-tunes `RGB_FT_EPOCHS` and pre-trains the ablations `RGB_ABLATION_EPOCHS`; `gpu-rgb`
-    keeps its profile's budget throughout."""
+    one fraction and draw), in the order they run: what answers the study's main question first, then the geometry
+    test, then the ablations, then what completes the picture (50 %, HOG C fine-tuned, the geometry at 100 %).
+    `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its validation tiles. `cpu-rgb` pre-trains the
+    ablations `RGB_ABLATION_EPOCHS`; `gpu-rgb` keeps its profile's budget throughout."""
     check_choice("profile", profile, RGB_PROFILES)
-    cpu = profile == "cpu-rgb"
-    ft_epochs, abl_epochs = (
-        (RGB_FT_EPOCHS, RGB_ABLATION_EPOCHS) if cpu else (PROFILES[profile]["ft_epochs"], PROFILES[profile]["epochs"])
-    )
-    enc = {"random": dict(init="random"), "raw-A": dict(RAW_A), "hog-C": dict(HOG_C)}
-    grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
+    abl_epochs = RGB_ABLATION_EPOCHS if profile == "cpu-rgb" else PROFILES[profile]["epochs"]
+    enc, ft = RGB_ENCODERS, dict(evaluations=["finetune"])
+    geo = {f"{k}-128": dict(enc[k], preset=GEOMETRY_PRESET) for k in RGB_GEOMETRY}
     probes = dict(evaluations=["linear", "knn"], fractions=list(FRACTIONS), seeds=DRAWS)
+    grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
     grid += [(f"probe-{k}", dict(e, **probes)) for k, e in enc.items()]
-    ft = dict(evaluations=["finetune"], **({"ft_epochs": ft_epochs} if cpu else {}))
     search = dict(fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS)
-    grid += [(f"finetune-{k}-lrsearch", dict(e, **ft, **search)) for k, e in enc.items()]
-    # cheapest and most label-starved first, so that every finished stretch of the sweep completes comparisons across
-    # the three encoders
-    draws = [(0.01, s) for s in DRAWS] + [(0.1, s) for s in DRAWS[1:]] + [(1.0, DRAWS[0]), (0.5, DRAWS[0])]
-    grid += [
-        (f"finetune-{k}-f{f:g}-s{s}", dict(e, **ft, fractions=[f], seeds=[s], ft_lr=f"lr-of:finetune-{k}-lrsearch"))
-        for f, s in draws
-        for k, e in enc.items()
-    ]
-    long = dict(enc["random"], **{**ft, "ft_epochs": 2 * ft_epochs}, fractions=[1.0], seeds=DRAWS[:1])
-    grid.append(("finetune-random-f1-s42-long", dict(long, ft_lr="lr-of:finetune-random-lrsearch")))
-    return grid + _rgb_ablation_units(abl_epochs)
+    grid.append(("finetune-random-lrsearch", dict(enc["random"], **ft, **search)))
+    low = [(0.01, s) for s in DRAWS]
+    grid += [u for k in RGB_FINETUNED for u in _ft_units(k, enc[k], low, **ft)]
+    grid += [u for k in RGB_FINETUNED[1:] for u in _ft_units(k, enc[k], [(0.1, DRAWS[0])], **ft)]
+    grid += [u for k in RGB_FINETUNED for u in _ft_units(k, enc[k], [(0.1, s) for s in DRAWS[1:]], **ft)]
+    grid += [u for k in RGB_FINETUNED for u in _ft_units(k, enc[k], [(1.0, DRAWS[0])], **ft)]
+    epochs = PROFILES[profile]["ft_epochs"]
+    long = dict(enc["random"], **ft, ft_epochs=RGB_LONG * epochs, ft_lr="lr-of:finetune-random-lrsearch")
+    grid.append(("finetune-random-f1-s42-long", dict(long, fractions=[1.0], seeds=DRAWS[:1])))
+    grid += [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in geo.items()]
+    geo_probes = dict(evaluations=["linear", "knn"], fractions=[1.0, 0.01], seeds=DRAWS)
+    grid += [(f"probe-{k}", dict(e, **geo_probes)) for k, e in geo.items()]
+    grid += [u for k, e in geo.items() for u in _ft_units(k, e, low, **ft)]
+    grid += _rgb_ablation_units(abl_epochs)
+    grid += [u for k, e in geo.items() for u in _ft_units(k, e, [(1.0, DRAWS[0])], **ft)]
+    grid += [u for k in RGB_FINETUNED for u in _ft_units(k, enc[k], [(0.5, DRAWS[0])], **ft)]
+    return grid + _ft_units("hog-C", enc["hog-C"], [(1.0, DRAWS[0])] + low, **ft)
 
 # %% ../nbs/07_study.ipynb #5b5fbd89
 def run_params(cfg: Config) -> dict:
@@ -427,8 +449,9 @@ def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: st
 class _Units:
     "The study's grid for one profile, data and output folder: each unit's overrides and run folder."
 
-    def __init__(self, profile: str, data_dir: str, out_dir: str, extra: dict, fingerprint: str):
+    def __init__(self, profile: str, data_dir: str, out_dir: str, extra: dict, fingerprint: str, minutes: float = 0):
         self.profile, self.data_dir, self.out_dir, self.fingerprint = profile, data_dir, out_dir, fingerprint
+        self.minutes = minutes  # the longest unit (0: a run is one unit however long)
         given = {k: v for k, v in extra.items() if k != "fractions"}
         self.grid = {n: {**o, **given} for n, o in study_grid(extra.get("fractions"), profile)}
 
@@ -445,31 +468,41 @@ class _Units:
 
 # %% ../nbs/07_study.ipynb #f3620415
 def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock) -> str:
-    "Execute `nbs/run.ipynb` for one unit (after any PAUSE file is gone) and add its wall time to the sweep log."
+    """Execute `nbs/run.ipynb` for one grid entry (after any PAUSE file is gone) in units of at most `units.minutes`
+    (each continues the last from its saved epoch); every unit's wall time goes to the sweep log."""
     import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
 
     ov, d = units(name)
     if ov is None:
         raise ValueError(
             f"unit {name!r} needs the learning rate an earlier unit chooses, which is not finished: run with jobs=1"
         )
-    while (Path(units.out_dir) / "_checkpoints" / "PAUSE").exists():
-        time.sleep(10)  # a pause between units costs no unit any time
-    t0 = time.time()
-    if root is None:  # an installed package without the notebooks: the run notebook's steps, in this process
-        Experiment(units.config(ov)).run()
-    else:
-        pm.execute_notebook(
-            str(root / "nbs" / "run.ipynb"),
-            str(Path(units.out_dir) / "_checkpoints" / "notebooks" / f"{name}-{d.name}.ipynb"),
-            kernel_name=kernel,
-            cwd=str(root),
-            parameters=run_params(units.config(ov)),
-            progress_bar=False,
-        )
-    with lock:
-        record_sweep(units.out_dir, units.profile, 1, time.time() - t0, jobs)
-    return name
+    cfg = units.config(ov)
+    while True:
+        while (Path(units.out_dir) / "_checkpoints" / "PAUSE").exists():
+            time.sleep(10)  # a pause between units costs no unit any time
+        t0, outcome = time.time(), "finished"
+        try:
+            if root is None:  # an installed package without the notebooks: the run notebook's steps, in this process
+                Experiment(cfg, minutes=units.minutes).run()
+            else:
+                pm.execute_notebook(
+                    str(root / "nbs" / "run.ipynb"),
+                    str(Path(units.out_dir) / "_checkpoints" / "notebooks" / f"{name}-{d.name}.ipynb"),
+                    kernel_name=kernel,
+                    cwd=str(root),
+                    parameters=dict(run_params(cfg), unit_minutes=units.minutes),
+                    progress_bar=False,
+                )
+        except (TimeUp, PapermillExecutionError) as e:
+            if isinstance(e, PapermillExecutionError) and e.ename != "TimeUp":
+                raise
+            outcome = "time up"
+        with lock:
+            record_sweep(units.out_dir, units.profile, 1, time.time() - t0, jobs, unit=name, run=d.name, outcome=outcome)
+        if outcome == "finished":
+            return name
 
 # %% ../nbs/07_study.ipynb #e83a211e
 def run_study(
@@ -482,16 +515,19 @@ def run_study(
     kernel: str = "python3",
     progress: bool = True,
     jobs: int = 1,
+    unit_minutes: float = 0,
 ) -> list:
     """Run the study's grid for `profile` (skipping finished runs) through papermill, `jobs` at a time, then the report.
-    Outside a clone of the repository (an installed package) each unit runs in this process instead. Returns the run
-    folders."""
+    Outside a clone of the repository (an installed package) each unit runs in this process instead. With
+    `unit_minutes` a long run goes in units of at most that length, each continuing the last from its saved epoch.
+    Returns the run folders."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     root = repo_root()
     root = root if root and (root / "nbs" / "run.ipynb").is_file() else None
     check_int("jobs", jobs)
+    check_number("unit_minutes", unit_minutes, 0)
     extra = extra or {}
     check_fields(extra)
     names = [n for n, _ in study_grid(profile=profile)]
@@ -501,7 +537,7 @@ def run_study(
     data_dir = study_data(profile, data_dir)
     tiles = load_eurosat(data_dir, progress=progress)
     check_same_data(out_dir, tiles)
-    units = _Units(profile, data_dir, out_dir, extra, tiles.fingerprint)
+    units = _Units(profile, data_dir, out_dir, extra, tiles.fingerprint, unit_minutes)
     selected = [n for n in units.grid if not only or n in only]
     todo = [n for n in selected if not run_finished(units(n)[1] or "")]
     (Path(out_dir) / "_checkpoints" / "notebooks").mkdir(parents=True, exist_ok=True)
@@ -554,9 +590,9 @@ def check_same_data(out_dir, tiles: TileSet) -> None:
             )
 
 # %% ../nbs/07_study.ipynb #86cab2e9
-def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int) -> dict:
-    """Add one sweep's wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study adds its
-    sessions up)."""
+def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int, **unit) -> dict:
+    """Add one sweep's (or one unit's) wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study
+    adds its sessions up); `unit` names what ran (`unit`, `run`, `outcome`: finished, or time up and to be continued)."""
     f = Path(out_dir) / SWEEP_LOG
     d = json.loads(f.read_text()) if f.is_file() else dict(profile=profile, sweeps=[])
     if executed:
@@ -567,6 +603,7 @@ def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int
                 seconds=seconds,
                 jobs=jobs,
                 device=device_name(torch.device("cpu")),
+                **unit,
             )
         )
     d["wall_seconds"] = sweep_wall_seconds(d["sweeps"])  # units run side by side count once
@@ -640,6 +677,8 @@ def study_parser():
     p.add_argument(
         "--jobs", type=int, default=1, help="experiments run at once (each kernel gets cores / jobs threads)"
     )
+    unit_help = "split long runs into units of at most this many minutes, each resuming the last (0: no limit)"
+    p.add_argument("--unit-minutes", type=float, default=0, help=unit_help)
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing runs")
     p.add_argument("--list", action="store_true", help="list the grid and exit")
@@ -660,7 +699,14 @@ def main(argv=None):
         raise SystemExit(f"--set {bad[0]!r}: expected FIELD=VALUE")
     extra = {k: parse_field(k, v) for k, v in (s.split("=", 1) for s in a.set)}
     dirs = run_study(
-        a.profile, a.data_dir, a.out_dir, [x for x in a.only.split(",") if x], not a.no_report, extra, jobs=a.jobs
+        a.profile,
+        a.data_dir,
+        a.out_dir,
+        [x for x in a.only.split(",") if x],
+        not a.no_report,
+        extra,
+        jobs=a.jobs,
+        unit_minutes=a.unit_minutes,
     )
     print(f"{len(dirs)} runs in {Path(dirs[0]).parent if dirs else a.out_dir}")
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .config import Config, RUN_FILES, pretrain_id, config_parser, config_from_args, default_out_dir
 from .data import BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo
 from .data import split_indices, spatial_split, atomic_write_text, _atomic_write_bytes
-from .checks import check_choice
+from .checks import check_choice, check_time
 from .masking import keyed_uniform
 from .pack import PackedSSL4EO, packed_loader, rank_batches
 from .model import MaskedAutoencoder, export_encoder
@@ -544,6 +544,9 @@ def pretrain(
             row, step = train_one_epoch(eng, cfg, epoch, step, progress)
             history.append(row)
             end_epoch(eng, cfg, out_dir, history, step, progress)
+            saved = out_dir is not None and (epoch + 1) % cfg.checkpoint_every == 0
+            if saved and epoch + 1 < cfg.epochs and eng.dd.world == 1:  # a unit of a sweep may stop here (checks)
+                check_time(row["seconds"] * cfg.checkpoint_every, "pre-training")
     encoder = export_pretrained(eng, out_dir, finished_before=start_epoch == cfg.epochs)
     if eng.dd.world > 1:
         dist.barrier()
