@@ -347,7 +347,7 @@ RGB_PROFILES = ("cpu-rgb", "gpu-rgb")  # the profiles of the full-size EuroSAT R
 RGB_LRS = [3e-4, 1e-3]  # the learning rates random init chooses from on validation tiles (at 10 % labels, first draw)
 RGB_LONG = 2  # the longer supervised reference run: this many times the fine-tuning epochs, at 100 % labels
 RGB_ABLATION_EPOCHS = 3  # pre-training epochs of the RGB ablations on cpu-rgb (the main comparison: the profile's 10)
-RGB_ENCODERS = {"random": dict(init="random"), "raw-A": RAW_A, "hog-C": HOG_C, "hog-G": HOG_G}  # the main comparison
+RGB_ENCODERS = {"random": dict(init="random"), "hog-G": HOG_G, "raw-A": RAW_A, "hog-C": HOG_C}  # the main comparison
 RGB_FINETUNED = ("random", "raw-A", "hog-G")  # fine-tuned at every fraction (HOG C last, as far as the budget allows)
 GEOMETRY_PRESET = "vit_tiny_patch16_128"  # the same 64 tokens on tiles upsampled to 128 px, 16 px patches, 8 px cells
 RGB_GEOMETRY = ("raw-A", "hog-G")  # pre-trained again at GEOMETRY_PRESET
@@ -403,8 +403,11 @@ def rgb_grid(profile: str = "cpu-rgb") -> list:
     enc, ft = RGB_ENCODERS, dict(evaluations=["finetune"])
     geo = {f"{k}-128": dict(enc[k], preset=GEOMETRY_PRESET) for k in RGB_GEOMETRY}
     probes = dict(evaluations=["linear", "knn"], fractions=list(FRACTIONS), seeds=DRAWS)
-    grid = [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in enc.items() if k != "random"]
-    grid += [(f"probe-{k}", dict(e, **probes)) for k, e in enc.items()]
+    grid = []
+    for k, e in enc.items():  # each encoder's probes as soon as it is pre-trained
+        if k != "random":
+            grid.append((f"pretrain-{k}", dict(e, evaluations=[])))
+        grid.append((f"probe-{k}", dict(e, **probes)))
     search = dict(fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS)
     grid.append(("finetune-random-lrsearch", dict(enc["random"], **ft, **search)))
     low = [(0.01, s) for s in DRAWS]

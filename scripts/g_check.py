@@ -1,52 +1,46 @@
-"""Quick check of HOG variant G on EuroSAT RGB after its 10-epoch pre-training: its masked-cell error against the mean
-predictor's, and its linear probe at 100 % of the labels against the random encoder's (McNemar), through the study's code.
+"""Quick check of HOG variant G on EuroSAT RGB from the second edition's first units (pretrain-hog-G, probe-random,
+probe-hog-G): its masked-cell error against the mean predictor's, and its linear probe at 100 % of the labels against the
+random encoder's (McNemar's exact test on the 5,400 test tiles).
 
-    MIMEO_CHECKPOINTS=~/.cache/mimeo_nb/checkpoints python scripts/g_check.py [--out results/recipes/g-check.json]
-
-The pre-training is reused from $MIMEO_CHECKPOINTS (resumed or run when absent: about 30 minutes at fp32 on 2 cores).
-Both runs write their run folders under ~/.cache/mimeo_nb/g-check; the summary goes to --out.
+    python scripts/g_check.py --runs results/runs-rgb [--out results/recipes/g-check.json]
 """
 import argparse, json, os
 from pathlib import Path
 
-from mimeo_nb.config import make_config, repo_root
+from mimeo_nb.config import RUN_FILES, repo_root, run_finished
 from mimeo_nb.data import atomic_write_text, load_eurosat
 from mimeo_nb.plots import _predictions
 from mimeo_nb.stats import mcnemar_test
-from mimeo_nb.study import Experiment
+from mimeo_nb.study import _Units
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--runs", default="results/runs-rgb", help="the run folders of the RGB study")
 ap.add_argument("--out", default="results/recipes/g-check.json", help="where the summary is written")
-ap.add_argument("--runs", default="~/.cache/mimeo_nb/g-check", help="the run folders of the two evaluations")
 a = ap.parse_args()
 
-root = repo_root()
-data = os.environ.get("MIMEO_EUROSAT_RGB", str(root.parent / "shared/data/eurosat-rgb"))
+data = os.environ.get("MIMEO_EUROSAT_RGB", str(repo_root().parent / "shared/data/eurosat-rgb"))
 tiles = load_eurosat(data, progress=False)
-runs = str(Path(a.runs).expanduser())
-common = dict(data_dir=data, out_dir=runs, evaluations=["linear"], fractions=[1.0], seeds=[42])
-res = {}
-for name, ov in dict(G=dict(target="hog", variant="G", mask=0.7), random=dict(init="random")).items():
-    ex = Experiment(make_config("cpu-rgb", **common, **ov), tiles, progress=False)
-    d = ex.run_dir if ex.finished else ex.run()
-    res[name] = Path(d)
+units = _Units("cpu-rgb", data, str(Path(a.runs).resolve()), {}, tiles.fingerprint)
+dirs = {n: units(n)[1] for n in ("pretrain-hog-G", "probe-random", "probe-hog-G")}
+if missing := [n for n, d in dirs.items() if not run_finished(d)]:
+    raise SystemExit(f"not finished yet in {a.runs}: {missing}")
 
 
-def correct(d):  # per test tile (in path order), whether the linear probe at 100 % is right
+def correct(d):  # per test tile (in path order), whether the linear probe at 100 % (first draw) is right
     p = _predictions(str(d))
-    p = p[(p.strategy == "linear") & (p.fraction == 1.0)].sort_values("path")
+    p = p[(p.strategy == "linear") & (p.fraction == 1.0) & (p.seed == 42)].sort_values("path")
     return (p.true == p.predicted).to_numpy()
 
 
-ok = {k: correct(d) for k, d in res.items()}
-q = json.loads((res["G"] / "quality.json").read_text())["heads"]["hog"]
-t = mcnemar_test(ok["G"], ok["random"])
+g, r = correct(dirs["probe-hog-G"]), correct(dirs["probe-random"])
+q = json.loads((dirs["pretrain-hog-G"] / RUN_FILES["quality"]).read_text())
 out = dict(
-    masked_cell_mse_ratio=q["mse_ratio"],
-    linear_100=dict(G=float(ok["G"].mean()), random=float(ok["random"].mean())),
-    difference_points=100 * float(ok["G"].mean() - ok["random"].mean()),
-    mcnemar=t,
-    runs={k: str(d) for k, d in res.items()},
+    masked_cell_mse_ratio=q["heads"]["hog"]["mse_ratio"],
+    quality_tiles=q["tiles"],
+    linear_100=dict(G=float(g.mean()), random=float(r.mean())),
+    difference_points=100 * float(g.mean() - r.mean()),
+    mcnemar=mcnemar_test(g, r),
+    runs={n: d.name for n, d in dirs.items()},
 )
-atomic_write_text(Path(a.out), json.dumps(out, indent=1, default=float))
-print(json.dumps(out, indent=1, default=float))
+atomic_write_text(Path(a.out), json.dumps(out, indent=1))
+print(json.dumps(out, indent=1))
