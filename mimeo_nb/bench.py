@@ -41,11 +41,15 @@ def synthetic_engine(cfg, in_chans: int, fused: bool = False) -> Engine:
     """An `Engine` for the model and AdamW of `cfg` on input that is already normalised (no data, a constant
     learningrate)."""
     device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)  # timm takes no generator
-    model = model_from_config(cfg, in_chans).to(device)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):  # the caller's stream stays
+        torch.manual_seed(cfg.seed)  # timm takes no generator
+        model = model_from_config(cfg, in_chans).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-4, betas=(0.9, 0.95), fused=fused)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    return Engine(None, model, opt, torch.nn.Identity(), device, Dist(), amp, 1e-4, cfg.batch_size, 1, 0, 1, model)
+    return Engine(
+        data=None, model=model, opt=opt, normalize=torch.nn.Identity(), device=device, dd=Dist(), amp=amp, lr=1e-4,
+        eff_batch=cfg.batch_size, steps_per_epoch=1, warmup_steps=0, total_steps=1, net=model,
+    )
 
 # %% ../nbs/09_bench.ipynb #b7e1c0aa
 def _timed(f, n: int, device) -> float:

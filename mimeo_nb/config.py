@@ -13,9 +13,9 @@ from .registry import PRESETS, target_parts, variant_settings
 
 # %% auto #0
 __all__ = ['EVALUATIONS', 'FRACTIONS', 'RAW_A', 'HOG_C', 'HOG_G', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'RUN_FILES',
-           'SWEEP_LOG', 'NOT_IN_ID', 'EVAL_FIELDS', 'LIST_ITEMS', 'Config', 'check_fields', 'make_config', 'repo_root',
-           'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'unit_label', 'run_id', 'parse_field',
-           'config_parser', 'config_from_args']
+           'SWEEP_LOG', 'WORK_DIR', 'CHECKPOINT', 'NOT_IN_ID', 'EVAL_FIELDS', 'LIST_ITEMS', 'Config', 'check_fields',
+           'make_config', 'repo_root', 'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'unit_label',
+           'run_id', 'parse_field', 'field_docs', 'add_config_options', 'config_parser', 'config_from_args']
 
 # %% ../nbs/03a_config.ipynb #7fae7dc1
 EVALUATIONS = ("linear", "finetune", "knn")
@@ -98,63 +98,63 @@ class Config:
     ssl4eo_dir: str = ""
     normalisation: str = "scale"  # scale (DN / 10000) | zscore | ssl4eo
     split: str = "random"  # random (stratified 80/20, the study's) | spatial (by longitude)
-    test_size: float = 0.2
+    test_size: float = 0.2  # share of the tiles held out as the test split
     max_tiles: int = 0  # use at most this many tiles, stratified (0 = all)
     # model
-    preset: str = "vit_tiny_patch8_64"
-    target: str = "hog"  # raw | hog | raw+hog
-    variant: str = "C"  # A-F (two letters for raw+hog, e.g. AC)
+    preset: str = "vit_tiny_patch8_64"  # model size and geometry (mimeo_nb.registry.PRESETS)
+    target: str = "hog"  # what the decoder predicts: a declared target (raw | hog) or two joined by + (raw+hog)
+    variant: str = "C"  # the target's normalisation: A, B for raw; C-G for hog; two letters for raw+hog, e.g. AC
     mask: float = 0.7  # masking ratio
     loss_on: str = "masked"  # masked | all
-    w_raw: float = 1.0
-    w_hog: float = 1.0
+    w_raw: float = 1.0  # weight of the RAW head's loss (raw+hog)
+    w_hog: float = 1.0  # weight of the HOG head's loss (raw+hog)
     hog_gradient: str = "sobel"  # sobel (MaskFeat) | central (scikit-image)
     # standardise every HOG target dimension over the training tiles (any HOG variant; G always does)
     hog_standardise: bool = False
     init: str = "pretrained"  # pretrained | random (the baselines: no pre-training)
     # pre-training
-    epochs: int = 30
+    epochs: int = 30  # pre-training epochs
     batch_size: int = 64  # per process; lr = base_lr * batch_size * processes * accum_steps / 256
-    accum_steps: int = 1
-    base_lr: float = 1.5e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 3.0
+    accum_steps: int = 1  # batches accumulated per optimiser step
+    base_lr: float = 1.5e-3  # pre-training learning rate per 256 tiles of effective batch (AdamW, cosine schedule)
+    weight_decay: float = 0.05  # pre-training AdamW weight decay (not on biases, norms, tokens)
+    warmup_epochs: float = 3.0  # pre-training linear warm-up, in epochs
     clip_grad: float = 0.0  # 0 = no clipping
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 (autocast, fp32 master weights) | fp32
     compile: bool = False  # torch.compile the model for pre-training and fine-tuning steps (evaluation runs eager)
     augment: bool = True  # flips, 90-degree rotations, random resized crops (on the device)
-    checkpoint_every: int = 1  # epochs
+    checkpoint_every: int = 1  # save the pre-training checkpoint every this many epochs (and after the last)
     num_workers: int = 0  # data loader workers for SSL4EO
     # evaluation
-    evaluations: list = field(default_factory=lambda: ["linear", "finetune", "knn"])
-    fractions: list = field(default_factory=lambda: list(FRACTIONS))
-    seeds: list = field(default_factory=lambda: [42])
+    evaluations: list = field(default_factory=lambda: ["linear", "finetune", "knn"])  # linear | finetune | knn
+    fractions: list = field(default_factory=lambda: list(FRACTIONS))  # label fractions of the training tiles
+    seeds: list = field(default_factory=lambda: [42])  # label draws (and evaluation seeds)
     fraction_method: str = "stratified"  # stratified (nested, >= 1 per class) | study (plain train_test_split)
     pool: str = "cls"  # cls | mean
-    eval_batch: int = 256
-    probe_epochs: int = 50
-    probe_lr: float = 0.1
-    probe_wd: float = 0.001
-    probe_batch: int = 64
+    eval_batch: int = 256  # tiles per batch when extracting features and predicting
+    probe_epochs: int = 50  # sgd probe: epochs
+    probe_lr: float = 0.1  # sgd probe: learning rate
+    probe_wd: float = 0.001  # sgd probe: weight decay
+    probe_batch: int = 64  # sgd probe: batch size
     probe_schedule: str = "constant"  # constant (the study's) | cosine
     # study (SGD, constant lr) | mae (AdamW, layer decay, warm-up share + cosine, clipping, label smoothing)
     ft_recipe: str = "study"
-    ft_epochs: int = 50
-    ft_lr: float = 0.01
-    ft_wd: float = 0.001
-    ft_batch: int = 64
-    ft_layer_decay: float = 0.75
+    ft_epochs: int = 50  # fine-tuning epochs (at 100 % labels with ft_epoch_scaling)
+    ft_lr: float = 0.01  # fine-tuning peak learning rate (the head's; layer decay below it)
+    ft_wd: float = 0.001  # fine-tuning weight decay
+    ft_batch: int = 64  # fine-tuning batch size
+    ft_layer_decay: float = 0.75  # fine-tuning lr of block i: ft_lr x decay^(depth - i) (pre-trained encoders)
     # stochastic depth while fine-tuning: timm's DropPath in every block, rising linearly with depth to this rate
     ft_drop_path: float = 0.0
-    ft_label_smoothing: float = 0.1
+    ft_label_smoothing: float = 0.1  # mae recipe: label smoothing of the fine-tuning loss
     ft_head_init: str = "random"  # random (the study's) | probe (LP-FT: start from the linear probe's head; bn head)
     # bn: the probe's BatchNorm + Linear, its statistics recomputed on training tiles before every evaluation (chosen on
     # validation tiles) | ln: LayerNorm + Linear with near-zero init (MAE's fine-tuning head)
     ft_head: str = "bn"
     ft_warmup: float = 0.1  # mae recipe: linear warm-up over this share of all fine-tuning steps, then cosine decay
     ft_clip: float = 1.0  # mae recipe: clip the gradient norm at this value (0: no clipping)
-    knn_k: int = 20
-    knn_t: float = 0.07
+    knn_k: int = 20  # k-NN: neighbours
+    knn_t: float = 0.07  # k-NN: temperature of the cosine-similarity weights
     # lbfgs (logistic regression to convergence, weight decay chosen by cross-validation) | sgd (the study's)
     probe_method: str = "lbfgs"
     # weight decays the lbfgs probe chooses from
@@ -305,6 +305,8 @@ RUN_FILES = dict(
     encoder="encoder.safetensors",  # the pre-trained encoder (kept by pre-training units)
 )
 SWEEP_LOG = "sweep.json"  # beside the run folders: the wall time of each sweep that wrote them
+WORK_DIR = "_checkpoints"  # beside the run folders: checkpoints (without MIMEO_CHECKPOINTS), executed notebooks, PAUSE
+CHECKPOINT = "checkpoint.pt"  # a pre-training's resumable state, in its checkpoint folder
 
 # %% ../nbs/03a_config.ipynb #a1f0c3d3
 def run_finished(run_dir) -> bool:
@@ -382,12 +384,37 @@ def parse_field(name: str, value):
         raise bad_value(name, value, f"a value of type {typ.__name__}") from None
 
 # %% ../nbs/03a_config.ipynb #c0f1a2b3
+def field_docs() -> dict:
+    "{field: its documentation}: the comment on the field's line in `Config`'s source, else the comment lines above it."
+    import importlib, inspect
+
+    source = inspect.getsource(importlib.import_module("mimeo_nb.config").Config)  # the module's (a notebook keeps none)
+    names, docs, above = {f.name for f in fields(Config)}, {}, []
+    for line in source.splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text[1:].strip())
+            continue
+        name = text.split(":")[0].strip()
+        if name in names:
+            docs[name] = line.partition("  # ")[2].strip() or " ".join(above)
+        above = []
+    return docs
+
+
+def add_config_options(p: argparse.ArgumentParser, skip=()) -> argparse.ArgumentParser:
+    """Add one `--field` option per `Config` field but `skip` to `p`, its help the field's documentation (defaults: the
+    profile's)."""
+    docs = field_docs()
+    for f in (f for f in fields(Config) if f.name not in skip):
+        flag, meta = f"--{f.name.replace('_', '-')}", f.name.upper()
+        p.add_argument(flag, dest=f.name, default=None, metavar=meta, help=docs[f.name])
+    return p
+
+
 def config_parser(description: str = "") -> argparse.ArgumentParser:
     "An argument parser with one `--field` option per `Config` field (defaults: the profile's)."
-    p = argparse.ArgumentParser(description=description)
-    for f in fields(Config):
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, metavar=f.name.upper())
-    return p
+    return add_config_options(argparse.ArgumentParser(description=description))
 
 # %% ../nbs/03a_config.ipynb #c0f1a2b4
 def config_from_args(args: argparse.Namespace) -> Config:

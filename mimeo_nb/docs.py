@@ -23,6 +23,7 @@ CHAPTER_FIGURES = {
     "01_hog": 2,
     "02_masking": 1,
     "02a_registry": 0,
+    "02b_experiments": 0,
     "03_model": 2,
     "03a_config": 0,
     "04_train": 0,

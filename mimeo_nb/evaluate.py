@@ -124,9 +124,10 @@ def train_head(train_x, train_y, n_classes: int, epochs: int = 50, lr: float = 0
     mode."""
     _check_xy(train_x, train_y)
     check_choice("schedule", schedule, ("constant", "cosine"))
-    torch.manual_seed(seed)  # the head's initialisation: torch's layers take no generator
     x, y = torch.as_tensor(train_x, dtype=torch.float32), torch.as_tensor(train_y, dtype=torch.long)
-    head = linear_head(x.shape[1], n_classes)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left as it was
+        torch.manual_seed(seed)  # the head's initialisation: torch's layers take no generator
+        head = linear_head(x.shape[1], n_classes)
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
     steps = math.ceil(len(x) / batch)
     total = steps * epochs

@@ -318,16 +318,18 @@ def target_predictability(
 def overfit(model: MaskedAutoencoder, x, steps: int = 40, lr: float = 1e-3, seed: int = 0) -> list:
     """Train `model` on the fixed batch `x` for `steps` AdamW steps; return the loss of every step (a quick learning
     check)."""
-    torch.manual_seed(seed)  # the masks of model(x), drawn from the global generator when no noise is given
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.95))
     losses = []
     model.train()
-    for _ in range(steps):
-        loss = model(x)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the caller's random stream is left as it was
+        torch.manual_seed(seed)  # the masks of model(x), drawn from the global generator when no noise is given
+        for _ in range(steps):
+            loss = model(x)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
     return losses
 
 # %% ../nbs/03_model.ipynb #f2e06545

@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 
 from .config import FRACTIONS, HOG_C, RAW_A, RUN_FILES, SWEEP_LOG, run_finished
+from .experiments import STUDY_ABLATIONS, ablation_pairs, normalisation_variants, variant_column
+from .registry import VARIANTS
 from .stats import ALPHA, compare, distinct_draws, draws_accuracy_ci, family_verdicts
 
 # %% auto #0
 __all__ = ['CLASSES', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS', 'MAIN_ROWS',
-           'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'ABLATION_PAIRS', 'TARGET_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds',
-           'load_runs', 'find_run', 'run_file', 'accuracy', 'strategies_table', 'ablation_cell', 'normalisation_table',
+           'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'TARGET_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs',
+           'find_run', 'run_file', 'accuracy', 'strategies_table', 'ablation_cell', 'normalisation_table',
            'masking_table', 'loss_table', 'per_class_cells', 'per_class_table', 'confusion', 'beside', 'markdown_table',
            'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions', 'fig_loss_curves', 'fig_strategies',
            'fig_ablation', 'fig_confusions', 'fig_misclassified', 'merge_units', 'correct_by_draw', 'row_draws',
@@ -50,10 +52,10 @@ STUDY_STRATEGIES = pd.DataFrame(
 ).T
 STUDY_NORMALISATION = pd.DataFrame(
     {
-        "E (norm)": [0.8598, 0.9661],
-        "D (norm.hog)": [0.9398, 0.9824],
-        "C (n+norm.hog)": [0.9125, 0.9872],
-        "F (none)": [0.8794, 0.9701],
+        "HOG E (norm)": [0.8598, 0.9661],
+        "HOG D (norm.hog)": [0.9398, 0.9824],
+        "HOG C (n+norm.hog)": [0.9125, 0.9872],
+        "HOG F (none)": [0.8794, 0.9701],
     },
     index=["Linear", "Fine-tuning"],
 )
@@ -187,24 +189,15 @@ def ablation_cell(run, strategy: str, fraction: float, cells: bool = False):
 
 
 def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0, cells: bool = False) -> pd.DataFrame:
-    """HOG target normalisation ablation: linear and fine-tuning accuracy of variants E, D, C, F, RAW A, B, RAW+HOG
-    (with `cells`, each with its 95 % interval)."""
-    cols = {
-        "E (norm)": ("hog", "E"),
-        "D (norm.hog)": ("hog", "D"),
-        "C (n+norm.hog)": ("hog", "C"),
-        "F (none)": ("hog", "F"),
-        "RAW A (norm-pix)": ("raw", "A"),
-        "RAW B": ("raw", "B"),
-        "RAW+HOG (A+C)": ("raw+hog", "AC"),
-    }
+    """The target-normalisation ablation: linear, fine-tuning and k-NN accuracy of every declared variant and the
+    combined target at `mask`, a column each (`experiments.normalisation_variants`; with `cells`, with 95 % intervals)."""
     return pd.DataFrame(
         {
-            c: [
+            variant_column(t, v): [
                 ablation_cell(find_run(runs, target=t, variant=v, mask=mask), s, fraction, cells)
                 for s in ("linear", "finetune", "knn")
             ]
-            for c, (t, v) in cols.items()
+            for t, v in normalisation_variants()
         },
         index=["Linear", "Fine-tuning", "k-NN"],
     )
@@ -213,14 +206,17 @@ def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0, ce
 def masking_table(
     runs: list, variant: str = "C", target: str = "hog", fraction: float = 1.0, cells: bool = False
 ) -> pd.DataFrame:
-    "Masking-ratio ablation (0.7 / 0.5 / 0.2) of one variant (with `cells`, each accuracy with its 95 % interval)."
+    """Masking-ratio ablation of one variant: a column per masking ratio it was pre-trained with and the study's (0.7,
+    0.5, 0.2), highest first (with `cells`, each accuracy with its 95 % interval)."""
+    ran = {r["cfg"]["mask"] for r in runs if r["cfg"].get("target") == target and r["cfg"].get("variant") == variant}
+    masks = sorted(ran | {STUDY_ABLATIONS.mask, *STUDY_ABLATIONS.masks}, reverse=True)
     return pd.DataFrame(
         {
             m: [
                 ablation_cell(find_run(runs, target=target, variant=variant, mask=m), s, fraction, cells)
                 for s in ("linear", "finetune", "knn")
             ]
-            for m in (0.7, 0.5, 0.2)
+            for m in masks
         },
         index=["Linear", "Fine-tuning", "k-NN"],
     )
@@ -228,12 +224,14 @@ def masking_table(
 # %% ../nbs/06_plots.ipynb #2f0eb3b8
 def loss_table(runs: list) -> pd.DataFrame:
     "Final pre-training loss, masking ratio x variant."
-    out = pd.DataFrame(np.nan, index=[0.7, 0.5, 0.2], columns=list("ABCDEF"))
+    masks = {r["cfg"]["mask"] for r in runs if r["cfg"]["init"] == "pretrained"}
+    masks |= {STUDY_ABLATIONS.mask, *STUDY_ABLATIONS.masks}
+    out = pd.DataFrame(np.nan, index=sorted(masks, reverse=True), columns=list(VARIANTS))
     for r in runs:
         c = r["cfg"]
         if (
             c["init"] == "pretrained"
-            and c["target"] in ("raw", "hog")
+            and "+" not in c["target"]
             and r["meta"].get("final_loss") is not None
             and c["mask"] in out.index
         ):
@@ -712,13 +710,7 @@ def comparisons_table(
     return family_table(rows, ["claim", "fraction", "diff", "diff_sd", "p", "draws", "study"], alpha)
 
 # %% ../nbs/06_plots.ipynb #476b1ffa
-ABLATION_PAIRS = [
-    *(((("hog", v, 0.7), ("hog", "C", 0.7))) for v in "DEF"),
-    (("raw", "B", 0.7), ("raw", "A", 0.7)),
-    *((("raw+hog", "AC", 0.7), (t, v, 0.7)) for t, v in (("raw", "A"), ("hog", "C"))),
-    *(((t, v, m), (t, v, 0.7)) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D")) for m in (0.5, 0.2)),
-]
-_STUDY_NORM_COLUMN = {c[0]: c for c in STUDY_NORMALISATION.columns}  # variant letter -> column
+_STUDY_NORM_COLUMN = {c.split()[1]: c for c in STUDY_NORMALISATION.columns}  # variant letter -> column
 
 
 def study_ablation_diff(x: tuple, ref: tuple, strategy: str) -> float:
@@ -736,13 +728,13 @@ def study_ablation_diff(x: tuple, ref: tuple, strategy: str) -> float:
     return np.nan
 
 
-def ablation_claims(runs: list, fraction: float = 1.0, pairs=ABLATION_PAIRS, alpha: float = ALPHA) -> pd.DataFrame:
+def ablation_claims(runs: list, fraction: float = 1.0, pairs=None, alpha: float = ALPHA) -> pd.DataFrame:
     """Each ablation of `pairs` against its reference, per evaluation strategy at `fraction`, one family: the claim the
     way the study points, A - B (mean over draws), largest per-draw p-value and its Holm-corrected value, verdict, and
     the study's A - B."""
     name = lambda t, v, m: f"{t.upper()} {v}, mask {m:g}"  # noqa: E731
     rows = []
-    for x, ref in pairs:
+    for x, ref in pairs or ablation_pairs():
         for s in ("linear", "finetune", "knn"):
             sd = study_ablation_diff(x, ref, "linear" if s == "knn" else s)
             a, b = (x, ref) if sd > 0 else (ref, x)  # NaN: the reference first

@@ -45,7 +45,7 @@ class TargetSpec:
     name: str  # the head's name, and the target's in Config.target ('raw', 'hog'; combined as 'raw+hog')
     flags: dict  # the settings its variants set, with their defaults
     dim: Callable  # settings (in_chans, patch_size, hog_cell, hog_bins, flags) -> the length of its per-patch vector
-    compute: Callable  # (model, x [B, C, H, W] normalised float32) -> [B, L, dim], before any dataset-wide standardisation
+    compute: Callable  # (model, x [B, C, H, W] normalised) -> [B, L, dim], before any dataset-wide standardisation
     build: Callable | None = None  # (model, settings) -> None: modules the target needs, built before its head
     geometry: Callable | None = None  # (patch_size, hog_cell) -> what does not fit (a message) or None
     weight: str = ""  # the Config field weighting its loss ('': 1)
@@ -155,7 +155,7 @@ for _letter, _v in dict(
     E=Variant("hog", dict(hog_patch_norm=True, hog_cell_norm=False), "norm"),
     F=Variant("hog", dict(hog_patch_norm=False, hog_cell_norm=False), "none"),
     # beyond the study: HOG above the noise floor (log-compressed histograms, standardised per dimension over the data)
-    G=Variant("hog", dict(hog_patch_norm=False, hog_cell_norm=False, hog_log=0.02, hog_dataset_norm=True), "log, data-std"),
+    G=Variant("hog", dict(hog_log=0.02, hog_dataset_norm=True), "log, data-std"),
 ).items():
     register_variant(_letter, _v)
 

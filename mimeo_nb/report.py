@@ -12,6 +12,8 @@ import pandas as pd
 
 from .config import HOG_C, RAW_A, SWEEP_LOG, results_root
 from .data import band_table
+from .experiments import STUDY_ABLATIONS, normalisation_variants, reference_variant
+from .registry import TARGET_SPECS, VARIANTS
 from .plots import STUDY_LOSS, STUDY_MASKING, STUDY_NORMALISATION, STUDY_PER_CLASS, STUDY_STRATEGIES
 from .plots import MAIN_ROWS, ablation_claims, accuracy_cell, accuracy_table, beside, compare_draws
 from .plots import comparisons_table
@@ -23,13 +25,13 @@ from .plots import count_text, row_draws, sweep_seconds, targets_table, write_ta
 from .stats import ALPHA
 
 # %% auto #0
-__all__ = ['STRATEGY_NAMES', 'CLAIM_LINE', 'CLAIM_PART', 'VARIANTS_13', 'CLAIMS_NOTE', 'INTERVALS_NOTE', 'HELBER_RGB',
-           'README_BLOCKS', 'ReportWriter', 'protocol', 'sweep_jobs', 'ft_schedule', 'probe_draws', 'describe',
-           'resolution', 'claim_part', 'claim_lines', 'check_prose', 'ablation_findings', 'reconstruction_figures',
-           'figures_13band', 'with_study', 'masking_more', 'tables_13band', 'claims_note', 'ablation_claim_lines',
-           'lines_13band', 'report_13band', 'split_main_ablation', 'split_reference', 'rgb_budget', 'tables_rgb',
-           'reference_tables', 'ablation_lines_rgb', 'first_screen', 'lines_rgb', 'report_rgb', 'header_lines',
-           'gpu_cost_lines', 'runs_lines', 'write_report', 'readme_blocks', 'sync_readme']
+__all__ = ['STRATEGY_NAMES', 'CLAIM_LINE', 'CLAIM_PART', 'CLAIMS_NOTE', 'INTERVALS_NOTE', 'HELBER_RGB', 'README_BLOCKS',
+           'ReportWriter', 'protocol', 'sweep_jobs', 'ft_schedule', 'probe_draws', 'describe', 'resolution',
+           'claim_part', 'claim_lines', 'check_prose', 'ablation_findings', 'reconstruction_figures', 'figures_13band',
+           'with_study', 'masking_more', 'tables_13band', 'claims_note', 'ablation_claim_lines', 'lines_13band',
+           'report_13band', 'split_main_ablation', 'split_reference', 'rgb_budget', 'tables_rgb', 'reference_tables',
+           'ablation_lines_rgb', 'first_screen', 'lines_rgb', 'report_rgb', 'header_lines', 'gpu_cost_lines',
+           'runs_lines', 'write_report', 'readme_blocks', 'sync_readme']
 
 # %% ../nbs/07a_report.ipynb #5f8a807a
 class ReportWriter:
@@ -213,7 +215,7 @@ def ablation_findings(norm: pd.DataFrame, mask: pd.DataFrame) -> list[str]:
     study's (markdown bullets; point estimates: the ablation claims say which differences are resolved)."""
     out = []
     for kind in ("Linear", "Fine-tuning"):
-        r = norm.loc[kind, [c for c in norm.columns if c[0] in "CDEF"]].astype(float)
+        r = norm.loc[kind, [c for c in norm.columns if c.startswith("HOG ")]].astype(float)
         out.append(
             f"- normalisation ablation, {kind.lower()}: highest {r.idxmax()} ({r.max():.3f}), lowest {r.idxmin()} "
             f"({r.min():.3f}), point estimates (the ablation claims say which differences are resolved); study: highest "
@@ -229,20 +231,18 @@ def ablation_findings(norm: pd.DataFrame, mask: pd.DataFrame) -> list[str]:
     return out
 
 # %% ../nbs/07a_report.ipynb #f14a5b18
-VARIANTS_13 = (("raw", "A"), ("raw", "B"), ("hog", "C"), ("hog", "D"), ("hog", "E"), ("hog", "F"))
-
-
 def reconstruction_figures(w: ReportWriter, runs: list, prefix: str = "", where: str = "") -> list[str]:
-    """Figure 3 of `runs` as `<prefix>f3_reconstructions_variants` and `..._masks` (titles end with `where`); the
-    names of those written (a figure none of the runs can show is not written)."""
-    sel = [(v, dict(target=t, variant=v, mask=0.7)) for t, v in VARIANTS_13]
+    """Figure 3 of `runs` as `<prefix>f3_reconstructions_variants` (every declared variant at mask 0.7) and `..._masks`
+    (each masking ratio of the two main variants; titles end with `where`); the names of those written (a figure none
+    of the runs can show is not written)."""
+    m0 = STUDY_ABLATIONS.mask
+    sel = [(v, dict(target=t, variant=v, mask=m0)) for t, v in normalisation_variants() if "+" not in t]
     names = [f"{prefix}f3_reconstructions_variants", f"{prefix}f3_reconstructions_masks"]
-    w.save(fig_reconstructions(runs, sel, f"reconstructions per variant, mask 0.7{where}"), names[0])
-    sel = [
-        (f"{t} {v} {m}", dict(target=t, variant=v, mask=m))
-        for t, v in (("raw", "A"), ("hog", "C"))
-        for m in (0.7, 0.5, 0.2)
-    ]
+    w.save(fig_reconstructions(runs, sel, f"reconstructions per variant, mask {m0:g}{where}"), names[0])
+    main = [(t, reference_variant(t)) for t in list(TARGET_SPECS)[:2]]  # RAW A, HOG C
+    masks = {r["cfg"]["mask"] for r in runs if (r["cfg"].get("target"), r["cfg"].get("variant")) in main}
+    masks = sorted(masks, reverse=True)
+    sel = [(f"{t} {v} {m}", dict(target=t, variant=v, mask=m)) for t, v in main for m in masks]
     w.save(fig_reconstructions(runs, sel, f"reconstructions per masking ratio{where}"), names[1])
     return [n for n in names if f"figures/{n}.png" in w.written]
 
@@ -270,9 +270,14 @@ def with_study(acc: pd.DataFrame) -> pd.DataFrame:
 
 # %% ../nbs/07a_report.ipynb #b1434066
 def masking_more(runs: list, cells: bool = False) -> pd.DataFrame:
-    """The masking-ratio ablation of RAW A and HOG D (not in the study's tables), a row per strategy and variant (with
+    """The masking-ratio ablation of every variant pre-trained at more than one ratio but HOG C (whose table the study
+    has): RAW A and HOG D in the 13-band study, RAW A and HOG G in the RGB study; a row per strategy and variant (with
     `cells`, each accuracy with its 95 % interval)."""
-    t = pd.concat({"RAW A": masking_table(runs, "A", "raw", cells=cells), "HOG D": masking_table(runs, "D", cells=cells)})
+    m0, ref = STUDY_ABLATIONS.mask, reference_variant(list(TARGET_SPECS)[1])
+    masked = {r["cfg"].get("variant") for r in runs if r["cfg"]["init"] == "pretrained" and r["cfg"]["mask"] != m0}
+    shown = [v for v in VARIANTS if v in masked and v != ref]
+    t = {f"{VARIANTS[v].target.upper()} {v}": masking_table(runs, v, VARIANTS[v].target, cells=cells) for v in shown}
+    t = pd.concat(t)
     t.index = [f"{s}, {v}" for v, s in t.index]
     return t
 
@@ -298,7 +303,7 @@ def tables_13band(w: ReportWriter, runs: list) -> dict:
     w.table(t["mask_ci"], "t6_masking", "{}")
     w.table(t["mask_more"], "t6_masking_extra", "{}")
     w.table(t["ablation_claims"], "t6_ablation_claims", "{:.3g}")
-    hog_norm = t["norm"][[c for c in t["norm"].columns if c[0] in "EDCF"]]
+    hog_norm = t["norm"][[c for c in t["norm"].columns if c.startswith("HOG ")]]
     w.save(fig_ablation(hog_norm, STUDY_NORMALISATION, "HOG target normalisation (mask 0.7)"), "f6_normalisation")
     w.save(fig_ablation(t["mask"], STUDY_MASKING, "masking ratio (HOG C)"), "f6_masking")
     t["pc"] = {}
@@ -439,12 +444,14 @@ def split_reference(units: list) -> tuple[list, list]:
     return [u for u in units if not any(u is r for r in refs)], refs
 
 # %% ../nbs/07a_report.ipynb #d6d2bbff
-def rgb_budget(rgb_units: list, n_units: int) -> str:
-    "The units finished, the compute their folders record (each pre-training once), precision and code commits."
+def rgb_budget(rgb_units: list, n_units: int | None = None) -> str:
+    """The units finished (of `n_units` when given), the compute their folders record (each pre-training once), precision
+    and code commits."""
     secs = study_seconds([r["meta"] for r in rgb_units])
     commits = sorted({(r["meta"]["provenance"]["git"]["commit"] or "unknown")[:10] for r in rgb_units})
     return (
-        f"{len(rgb_units)} of {n_units} units finished, **{secs['total'] / 3600:.2f} hours** of compute in all as the "
+        f"{len(rgb_units)}{f' of {n_units}' if n_units else ''} units finished, **{secs['total'] / 3600:.2f} hours** of "
+        "compute in all as the "
         "run "
         f"folders record it, each pre-training counted once (longest resumable part {secs['longest'] / 60:.0f} "
         "minutes); precision "
@@ -606,7 +613,7 @@ def lines_rgb(w: ReportWriter, main: list, runs_dir, t: dict, budget: str, notes
     return out + _h("### Compute per unit (seconds)") + [markdown_table(t["stages"], "{:.1f}"), ""]
 
 # %% ../nbs/07a_report.ipynb #0230f135
-def report_rgb(w: ReportWriter, rgb_units: list, runs_dir, n_units: int) -> list[str]:
+def report_rgb(w: ReportWriter, rgb_units: list, runs_dir, n_units: int | None = None) -> list[str]:
     "Figures, tables and README section of the RGB study's unit folders `rgb_units` in `runs_dir`."
     units, refs = split_reference(rgb_units)
     rgb = merge_units(units)
@@ -685,8 +692,6 @@ def runs_lines(all_runs: list) -> list[str]:
 def write_report(results_dir=None) -> Path:
     """Figures, tables and `README.md` of the runs in `<results_dir>/runs` and `<results_dir>/runs-rgb`
     (default:results/)."""
-    from mimeo_nb.study import rgb_grid
-
     results = Path(results_dir or results_root())
     runs, rgb_units = load_runs(results / "runs"), load_runs(results / "runs-rgb")
     if not (runs or rgb_units):
@@ -695,7 +700,7 @@ def write_report(results_dir=None) -> Path:
         )
     w = ReportWriter(results)
     lines13 = report_13band(w, runs, results / "runs") if runs else []
-    lines_rgb_ = report_rgb(w, rgb_units, results / "runs-rgb", len(rgb_grid())) if rgb_units else []
+    lines_rgb_ = report_rgb(w, rgb_units, results / "runs-rgb") if rgb_units else []  # made by an earlier grid, maybe
     all_runs = [("runs", r) for r in runs] + [("runs-rgb", r) for r in rgb_units]
     lines = header_lines(datetime.date.today().isoformat()) + lines_rgb_ + lines13
     lines += gpu_cost_lines(results / "bench" / "ssl4eo.json") + runs_lines(all_runs)

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 import mimeo_nb
-from .config import Config, make_config, run_id, pretrain_id, PROFILES, FRACTIONS, RAW_A, HOG_C, HOG_G
-from .config import RUN_FILES
-from .config import SWEEP_LOG, parse_field, run_finished
-from .checks import TimeUp, check_choice, check_int, check_number, time_budget
+from .config import Config, make_config, run_id, pretrain_id, PROFILES, RUN_FILES
+from .experiments import RGB_PROFILES, study_grid
+from .config import CHECKPOINT, SWEEP_LOG, WORK_DIR, add_config_options, parse_field, run_finished
+from .checks import TimeUp, check_int, check_number, time_budget
 from .config import check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_data, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
@@ -26,10 +26,9 @@ from .train import PretrainData, checkpoint_dir, make_split, model_from_config, 
 from .train import resolve_precision
 
 # %% auto #0
-__all__ = ['DRAWS', 'RGB_PROFILES', 'RGB_LRS', 'RGB_LONG', 'RGB_ABLATION_EPOCHS', 'RGB_ENCODERS', 'RGB_FINETUNED',
-           'GEOMETRY_PRESET', 'RGB_GEOMETRY', 'RGB_ABLATIONS', 'RGB_DATA', 'git_state', 'device_name', 'provenance',
-           'Experiment', 'study_grid', 'rgb_grid', 'run_params', 'resolve_unit', 'run_study', 'default_runs_dir',
-           'study_data', 'check_same_data', 'record_sweep', 'kernel_env', 'run_report', 'study_parser', 'main']
+__all__ = ['RGB_DATA', 'STUDY_OPTIONS', 'git_state', 'device_name', 'provenance', 'Experiment', 'run_params', 'resolve_unit',
+           'run_study', 'default_runs_dir', 'study_data', 'check_same_data', 'record_sweep', 'kernel_env', 'run_report',
+           'study_parser', 'study_overrides', 'main']
 
 # %% ../nbs/07_study.ipynb #9b3fd97b
 def git_state(root=None) -> dict:
@@ -140,13 +139,14 @@ class Experiment:
     def pretrain(self):
         "Pre-train, or reuse the finished pre-training in the checkpoint folder (resuming an interrupted one)."
         if self.cfg.init == "random":
-            torch.manual_seed(self.cfg.seed)  # timm initialises the random encoder from the global generator
-            self.model = model_from_config(self.cfg, self.tiles.images.shape[1])
+            with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.cfg.seed)  # timm initialises the random encoder from the global generator
+                self.model = model_from_config(self.cfg, self.tiles.images.shape[1])
             self.normalize = self.data.normalize
             return None
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         if (
-            not (self.ckpt_dir / "checkpoint.pt").exists()
+            not (self.ckpt_dir / CHECKPOINT).exists()
             and not self.shows_pretraining
             and (src := self.committed_encoder())
         ):
@@ -341,92 +341,6 @@ class Experiment:
         self.evaluate()
         return self.finish()
 
-# %% ../nbs/07_study.ipynb #add43f3a
-DRAWS = [42, 43, 44]  # label draws (and training seeds) of the main comparison
-RGB_PROFILES = ("cpu-rgb", "gpu-rgb")  # the profiles of the full-size EuroSAT RGB study (`rgb_grid`)
-RGB_LRS = [3e-4, 1e-3]  # the learning rates random init chooses from on validation tiles (at 10 % labels, first draw)
-RGB_LONG = 2  # the longer supervised reference run: this many times the fine-tuning epochs, at 100 % labels
-RGB_ABLATION_EPOCHS = 3  # pre-training epochs of the RGB ablations on cpu-rgb (the main comparison: the profile's 10)
-RGB_ENCODERS = {"random": dict(init="random"), "hog-G": HOG_G, "raw-A": RAW_A, "hog-C": HOG_C}  # the main comparison
-RGB_FINETUNED = ("random", "raw-A", "hog-G")  # fine-tuned at every fraction (HOG C last, as far as the budget allows)
-GEOMETRY_PRESET = "vit_tiny_patch16_128"  # the same 64 tokens on tiles upsampled to 128 px, 16 px patches, 8 px cells
-RGB_GEOMETRY = ("raw-A", "hog-G")  # pre-trained again at GEOMETRY_PRESET
-# the RGB ablations (target, variant, mask): normalisation A-G and RAW+HOG at mask 0.7, masking 0.5, 0.4, 0.2 for A, C, G
-RGB_ABLATIONS = [("raw", v, 0.7) for v in "AB"] + [("hog", v, 0.7) for v in "CDEFG"] + [("raw+hog", "AC", 0.7)]
-RGB_ABLATIONS += [(t, v, m) for m in (0.5, 0.4, 0.2) for t, v in (("raw", "A"), ("hog", "C"), ("hog", "G"))]
-
-
-def study_grid(fractions=None, profile: str = "cpu") -> list:
-    """The study's experiments as `(name, overrides)` pairs, in the order they run (`cpu-rgb`: `rgb_grid`); `fractions`
-    replaces the four."""
-    if profile in RGB_PROFILES:
-        return rgb_grid(profile)
-    fr = list(fractions or FRACTIONS)
-    one = [max(fr)]
-    ev = ["linear", "finetune", "knn"]
-    grid = [("baseline", dict(init="random", evaluations=ev, fractions=fr, seeds=DRAWS))]
-    for t, v in (("raw", "A"), ("hog", "C")):
-        grid.append((f"{t}-{v}-m0.7", dict(target=t, variant=v, mask=0.7, evaluations=ev, fractions=fr, seeds=DRAWS)))
-    for t, v in (("raw", "B"), ("hog", "D"), ("hog", "E"), ("hog", "F")):
-        grid.append((f"{t}-{v}-m0.7", dict(target=t, variant=v, mask=0.7, evaluations=ev, fractions=one)))
-    for m in (0.5, 0.2):
-        for t, v in (("raw", "A"), ("hog", "C"), ("hog", "D")):
-            grid.append((f"{t}-{v}-m{m}", dict(target=t, variant=v, mask=m, evaluations=ev, fractions=one)))
-    grid.append(("rawhog-AC-m0.7", dict(target="raw+hog", variant="AC", mask=0.7, evaluations=ev, fractions=one)))
-    return grid
-
-# %% ../nbs/07_study.ipynb #225b9aca
-def _rgb_ablation_units(epochs: int) -> list:
-    "The RGB ablations as units: each pre-trains `epochs` epochs, then probes (linear, k-NN) at 100 % labels."
-    units = []
-    for t, v, m in RGB_ABLATIONS:
-        e = dict(target=t, variant=v, mask=m, epochs=epochs)
-        name = f"probe-{t.replace('+', '')}-{v}-m{m:g}-e{epochs}"
-        units.append((name, dict(e, evaluations=["linear", "knn"], fractions=[1.0], seeds=DRAWS[:1])))
-    return units
-
-
-def _ft_units(key: str, enc: dict, draws: list, **ft) -> list:
-    "Fine-tuning units of encoder `key` at each (fraction, draw); random init takes the lr its search chose."
-    lr = {"ft_lr": "lr-of:finetune-random-lrsearch"} if key.startswith("random") else {}
-    return [(f"finetune-{key}-f{f:g}-s{s}", dict(enc, **ft, **lr, fractions=[f], seeds=[s])) for f, s in draws]
-
-# %% ../nbs/07_study.ipynb #ba2ada8c
-def rgb_grid(profile: str = "cpu-rgb") -> list:
-    """The full-size RGB study as resumable units (one pre-training, the probes of one encoder, or one fine-tuning at
-    one fraction and draw), in the order they run: what answers the study's main question first, then the geometry
-    test, then the ablations, then what completes the picture (50 %, HOG C fine-tuned, the geometry at 100 %).
-    `ft_lr="lr-of:<unit>"` takes the learning rate that unit chose on its validation tiles. `cpu-rgb` pre-trains the
-    ablations `RGB_ABLATION_EPOCHS`; `gpu-rgb` keeps its profile's budget throughout."""
-    check_choice("profile", profile, RGB_PROFILES)
-    abl_epochs = RGB_ABLATION_EPOCHS if profile == "cpu-rgb" else PROFILES[profile]["epochs"]
-    enc, ft = RGB_ENCODERS, dict(evaluations=["finetune"])
-    geo = {f"{k}-128": dict(enc[k], preset=GEOMETRY_PRESET) for k in RGB_GEOMETRY}
-    probes = dict(evaluations=["linear", "knn"], fractions=list(FRACTIONS), seeds=DRAWS)
-    grid = []
-    for k, e in enc.items():  # each encoder's probes as soon as it is pre-trained
-        if k != "random":
-            grid.append((f"pretrain-{k}", dict(e, evaluations=[])))
-        grid.append((f"probe-{k}", dict(e, **probes)))
-    search = dict(fractions=[0.1], seeds=DRAWS[:1], ft_lrs=RGB_LRS)
-    grid.append(("finetune-random-lrsearch", dict(enc["random"], **ft, **search)))
-    low = [(0.01, s) for s in DRAWS]
-    grid += [u for k in RGB_FINETUNED for u in _ft_units(k, enc[k], low, **ft)]
-    grid += [u for k in RGB_FINETUNED[1:] for u in _ft_units(k, enc[k], [(0.1, DRAWS[0])], **ft)]
-    grid += [u for k in RGB_FINETUNED for u in _ft_units(k, enc[k], [(0.1, s) for s in DRAWS[1:]], **ft)]
-    grid += [u for k in RGB_FINETUNED for u in _ft_units(k, enc[k], [(1.0, DRAWS[0])], **ft)]
-    epochs = PROFILES[profile]["ft_epochs"]
-    long = dict(enc["random"], **ft, ft_epochs=RGB_LONG * epochs, ft_lr="lr-of:finetune-random-lrsearch")
-    grid.append(("finetune-random-f1-s42-long", dict(long, fractions=[1.0], seeds=DRAWS[:1])))
-    grid += [(f"pretrain-{k}", dict(e, evaluations=[])) for k, e in geo.items()]
-    geo_probes = dict(evaluations=["linear", "knn"], fractions=[1.0, 0.01], seeds=DRAWS)
-    grid += [(f"probe-{k}", dict(e, **geo_probes)) for k, e in geo.items()]
-    grid += [u for k, e in geo.items() for u in _ft_units(k, e, low, **ft)]
-    grid += _rgb_ablation_units(abl_epochs)
-    grid += [u for k, e in geo.items() for u in _ft_units(k, e, [(1.0, DRAWS[0])], **ft)]
-    grid += [u for k in RGB_FINETUNED for u in _ft_units(k, enc[k], [(0.5, DRAWS[0])], **ft)]
-    return grid + _ft_units("hog-C", enc["hog-C"], [(1.0, DRAWS[0])] + low, **ft)
-
 # %% ../nbs/07_study.ipynb #5b5fbd89
 def run_params(cfg: Config) -> dict:
     "papermill parameters of `nbs/run.ipynb` for the run `cfg`: the whole config, once, as JSON."
@@ -483,7 +397,7 @@ def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock
         )
     cfg = units.config(ov)
     while True:
-        while (Path(units.out_dir) / "_checkpoints" / "PAUSE").exists():
+        while (Path(units.out_dir) / WORK_DIR / "PAUSE").exists():
             time.sleep(10)  # a pause between units costs no unit any time
         t0, outcome = time.time(), "finished"
         try:
@@ -492,7 +406,7 @@ def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock
             else:
                 pm.execute_notebook(
                     str(root / "nbs" / "run.ipynb"),
-                    str(Path(units.out_dir) / "_checkpoints" / "notebooks" / f"{name}-{d.name}.ipynb"),
+                    str(Path(units.out_dir) / WORK_DIR / "notebooks" / f"{name}-{d.name}.ipynb"),
                     kernel_name=kernel,
                     cwd=str(root),
                     parameters=dict(run_params(cfg), unit_minutes=units.minutes),
@@ -503,7 +417,8 @@ def _run_unit(name: str, units: _Units, root: Path, kernel: str, jobs: int, lock
                 raise
             outcome = "time up"
         with lock:
-            record_sweep(units.out_dir, units.profile, 1, time.time() - t0, jobs, unit=name, run=d.name, outcome=outcome)
+            unit = dict(unit=name, run=d.name, outcome=outcome)
+            record_sweep(units.out_dir, units.profile, 1, time.time() - t0, jobs, **unit)
         if outcome == "finished":
             return name
 
@@ -543,7 +458,7 @@ def run_study(
     units = _Units(profile, data_dir, out_dir, extra, tiles.fingerprint, unit_minutes)
     selected = [n for n in units.grid if not only or n in only]
     todo = [n for n in selected if not run_finished(units(n)[1] or "")]
-    (Path(out_dir) / "_checkpoints" / "notebooks").mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / WORK_DIR / "notebooks").mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
     done = len(selected) - len(todo)
     bar = progress_bar(total=len(selected), initial=done, desc=f"study ({profile})", unit="run", disable=not progress)
@@ -595,7 +510,7 @@ def check_same_data(out_dir, tiles: TileSet) -> None:
 # %% ../nbs/07_study.ipynb #86cab2e9
 def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int, **unit) -> dict:
     """Add one sweep's (or one unit's) wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study
-    adds its sessions up); `unit` names what ran (`unit`, `run`, `outcome`: finished, or time up and to be continued)."""
+    adds its sessions up); `unit` names what ran (`unit`, `run`, `outcome`: finished, or time up, to be continued)."""
     f = Path(out_dir) / SWEEP_LOG
     d = json.loads(f.read_text()) if f.is_file() else dict(profile=profile, sweeps=[])
     if executed:
@@ -646,7 +561,7 @@ def run_report(results_dir="", kernel: str = "python3") -> Path:
         from mimeo_nb.report import write_report
 
         return write_report(results_dir).parent
-    out = results_dir / "runs" / "_checkpoints" / "notebooks" / "report.ipynb"
+    out = results_dir / "runs" / WORK_DIR / "notebooks" / "report.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     with kernel_env():
         pm.execute_notebook(
@@ -660,6 +575,9 @@ def run_report(results_dir="", kernel: str = "python3") -> Path:
     return results_dir
 
 # %% ../nbs/07_study.ipynb #1bbd4946
+STUDY_OPTIONS = ("profile", "data_dir", "out_dir")  # Config fields the study's command line takes as its own options
+
+
 def study_parser():
     "The command line of `mimeo-study` (`python -m mimeo_nb.study`)."
     import argparse
@@ -685,7 +603,20 @@ def study_parser():
     p.add_argument("--no-report", action="store_true")
     p.add_argument("--report-only", action="store_true", help="only regenerate the report from existing runs")
     p.add_argument("--list", action="store_true", help="list the grid and exit")
+    g = p.add_argument_group("Config fields for every run, spelt as `python -m mimeo_nb.train` takes them")
+    add_config_options(g, skip=STUDY_OPTIONS)
     return p
+
+
+def study_overrides(a) -> dict:
+    "The Config fields a parsed study command line sets for every run: its field options, then `--set FIELD=VALUE`."
+    from dataclasses import fields
+
+    if bad := [s for s in a.set if "=" not in s]:
+        raise SystemExit(f"--set {bad[0]!r}: expected FIELD=VALUE")
+    names = {f.name for f in fields(Config)} - set(STUDY_OPTIONS)
+    given = [(k, v) for k, v in vars(a).items() if k in names and v is not None]
+    return {k: parse_field(k, v) for k, v in [*given, *(s.split("=", 1) for s in a.set)]}
 
 # %% ../nbs/07_study.ipynb #11dda2d4
 def main(argv=None):
@@ -698,9 +629,7 @@ def main(argv=None):
     if a.report_only:
         print(run_report(Path(a.out_dir).parent if a.out_dir else ""))
         return
-    if bad := [s for s in a.set if "=" not in s]:
-        raise SystemExit(f"--set {bad[0]!r}: expected FIELD=VALUE")
-    extra = {k: parse_field(k, v) for k, v in (s.split("=", 1) for s in a.set)}
+    extra = study_overrides(a)
     dirs = run_study(
         a.profile,
         a.data_dir,

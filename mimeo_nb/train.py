@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .config import Config, RUN_FILES, pretrain_id, config_parser, config_from_args, default_out_dir
+from .config import CHECKPOINT, WORK_DIR, Config, RUN_FILES, pretrain_id, config_parser, config_from_args
+from .config import default_out_dir
 from .data import BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo
 from .data import split_indices, spatial_split, atomic_write_text, _atomic_write_bytes
 from .checks import check_choice, check_time
@@ -173,7 +174,7 @@ def checkpoint_dir(cfg: Config, data: PretrainData) -> Path:
     """Where the pre-training `cfg` describes keeps its checkpoint, history and encoder: `<root>/<pretrain id>-<data>`,
     where root is `MIMEO_CHECKPOINTS` when set (a folder outside the work tree that later sessions reuse), else
     `<out_dir>/_checkpoints`."""
-    root = os.environ.get("MIMEO_CHECKPOINTS") or Path(cfg.out_dir or default_out_dir()) / "_checkpoints"
+    root = os.environ.get("MIMEO_CHECKPOINTS") or Path(cfg.out_dir or default_out_dir()) / WORK_DIR
     return Path(root).expanduser() / f"{pretrain_id(cfg)}-{data.fingerprint[:8]}"
 
 # %% ../nbs/04_train.ipynb #99ebc9ca
@@ -355,9 +356,10 @@ def setup_pretraining(cfg: Config, data: PretrainData | None = None) -> Engine:
     if device.type == "cpu" and cpu_heap_setting() == "limit":
         limit_cpu_heap()
     dd = setup_distributed(device)
-    torch.manual_seed(cfg.seed)  # timm takes no generator: the encoder is initialised from the global one
     data = data or PretrainData(cfg)
-    model = model_from_config(cfg, data.in_chans).to(device)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):  # the caller's stays
+        torch.manual_seed(cfg.seed)  # timm takes no generator: the encoder is initialised from the global one
+        model = model_from_config(cfg, data.in_chans).to(device)
     if model.standardises_hog:  # from the training tiles, before any step (a resumed run loads them with the model)
         model.fit_target_stats(target_stat_batches(data, device))
     eff_batch = cfg.batch_size * dd.world * cfg.accum_steps
@@ -374,7 +376,8 @@ def setup_pretraining(cfg: Config, data: PretrainData | None = None) -> Engine:
     )
     warmup = int(round(cfg.warmup_epochs * steps))
     return Engine(
-        data, model, opt, data.normalize.to(device), device, dd, amp, lr, eff_batch, steps, warmup, steps * cfg.epochs
+        data=data, model=model, opt=opt, normalize=data.normalize.to(device), device=device, dd=dd, amp=amp, lr=lr,
+        eff_batch=eff_batch, steps_per_epoch=steps, warmup_steps=warmup, total_steps=steps * cfg.epochs,
     )
 
 # %% ../nbs/04_train.ipynb #adbe9864
@@ -473,7 +476,7 @@ def end_epoch(eng: Engine, cfg: Config, out_dir: Path | None, history: list, ste
         return
     if out_dir is not None:
         if h["epoch"] % cfg.checkpoint_every == 0 or h["epoch"] == cfg.epochs:
-            save_checkpoint(out_dir / "checkpoint.pt", eng.model, eng.opt, h["epoch"], step, history, cfg)
+            save_checkpoint(out_dir / CHECKPOINT, eng.model, eng.opt, h["epoch"], step, history, cfg)
         _write_history(out_dir / RUN_FILES["history"], history)
     if progress:
         print(
@@ -534,7 +537,7 @@ def pretrain(
     cfg = cfg.validate()
     check_choice("resume", resume, (True, False, "auto"))
     out_dir = Path(out_dir) if out_dir is not None else None
-    ckpt = out_dir / "checkpoint.pt" if out_dir is not None else None
+    ckpt = out_dir / CHECKPOINT if out_dir is not None else None
     with deterministic_algorithms(deterministic):
         eng = setup_pretraining(cfg, data)
         start_epoch, step, history = resume_pretraining(eng, ckpt, resume)
