@@ -177,7 +177,8 @@ def test_gpu_check_runs_on_cpu_and_refuses_to_fake_a_gpu_record(tmp_path):
 def test_gpu_rgb_profile_runs_tiny_on_cpu(ms_sample, tmp_path):
     "The `gpu-rgb` profile, shrunk to a minute (the 419-tile sample, one epoch each), runs a pre-training + probe + fine-tuning unit end to end on CPU."
     from mimeo_nb.config import make_config
-    from mimeo_nb.study import Experiment, rgb_grid, study_grid
+    from mimeo_nb.experiments import rgb_grid, study_grid
+    from mimeo_nb.study import Experiment
 
     assert [n for n, _ in study_grid(profile="gpu-rgb")][:8] == [n for n, _ in rgb_grid("cpu-rgb")][:8]
     long = dict(rgb_grid("gpu-rgb"))["finetune-random-f1-s42-long"]

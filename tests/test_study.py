@@ -156,6 +156,8 @@ def test_no_data_offline_fails_at_once_with_instructions(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_grid_and_report(ms_sample, tmp_path):
+    from mimeo_nb.experiments import study_grid
+
     out = tmp_path / "results" / "runs"
     study = [
         sys.executable,
@@ -173,7 +175,8 @@ def test_smoke_grid_and_report(ms_sample, tmp_path):
     r = subprocess.run([*study, "--jobs", "2"], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]
     runs = finished_runs(out)
-    assert len(runs) == 14
+    n_units = len(study_grid(profile="smoke"))  # every unit the grid declares, no more and no fewer
+    assert len(runs) == n_units, sorted(p.name for p in runs)
     res = tmp_path / "results"
     figures = {p.name for p in (res / "figures").iterdir()}
     tables = {p.name for p in (res / "tables").iterdir()}
@@ -206,11 +209,11 @@ def test_smoke_grid_and_report(ms_sample, tmp_path):
     # a second sweep, from outside the repository (as an installed package runs it), finds everything finished: no
     # unit runs again, and the report is regenerated in this process (no notebook) with the same tables
     nbs = {p: p.stat().st_mtime_ns for p in (out / "_checkpoints" / "notebooks").glob("*-*.ipynb")}
-    assert len(nbs) == 14
+    assert len(nbs) == n_units
     before = {t: (res / "tables" / t).read_text() for t in tables}
     (res / "README.md").unlink()
     r2 = subprocess.run(study, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert r2.returncode == 0 and len(finished_runs(out)) == 14, r2.stderr[-3000:]
+    assert r2.returncode == 0 and len(finished_runs(out)) == n_units, r2.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "_checkpoints" / "notebooks").glob("*-*.ipynb")} == nbs
     assert "0.9857" in (res / "README.md").read_text()  # written again, by mimeo_nb.report in the study's process
     assert {t: (res / "tables" / t).read_text() for t in tables} == before
