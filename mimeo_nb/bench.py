@@ -4,21 +4,26 @@
 
 # %% ../nbs/09_bench.ipynb #981d8131
 from __future__ import annotations
-import itertools, time
+import itertools, json, platform, subprocess, sys, tempfile, time
+from pathlib import Path
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from .checks import check_choice, check_int
-from .config import make_config
+from .config import make_config, repo_root
+from .data import atomic_write_text, load_eurosat
 from .hog import hog, hog_reference
+from .study import device_name, git_state
 from .train import CPU_HEAP_SETTINGS, Dist, Engine, limit_cpu_heap, model_from_config, param_groups
-from .train import train_step, wrap_model
+from .train import train_step, wrap_model, cpu_has_bf16
 
 # %% auto #0
-__all__ = ['SPEED_MODES', 'matmul_peak', 'synthetic_engine', 'throughput', 'finetune_throughput', 'compile_speedups',
-           'torch_threads', 'bench_hog']
+__all__ = ['SPEED_MODES', 'BENCH_SECTIONS', 'matmul_peak', 'synthetic_engine', 'throughput', 'finetune_throughput',
+           'compile_speedups', 'torch_threads', 'bench_hog', 'BenchRun', 'in_fresh_process', 'fresh_throughput',
+           'bench_data', 'bench_train', 'bench_train_profile', 'bench_heap', 'bench_evaluate', 'bench_scale',
+           'bench_ssl4eo', 'fig_ssl4eo']
 
 # %% ../nbs/09_bench.ipynb #a70e750c
 def matmul_peak(dtype=torch.float32, n: int = 2048, seconds: float = 2.0, device="cpu") -> float:
@@ -228,3 +233,316 @@ def bench_hog(
     out.update(parity_max_abs_float64=err64, parity_max_abs_float32=err32, batch=batch, skimage_images=len(sub))
     out.update(shape=tuple(x32.shape[1:]), repeats=repeats, threads=n_threads, device="cpu")
     return {**out, "torch_version": torch.__version__}
+
+# %% ../nbs/09_bench.ipynb #43b58ebb
+BENCH_SECTIONS = ("data", "hog", "train", "heap", "evaluate", "compile", "scale", "ssl4eo")
+
+
+class BenchRun:
+    "The sections of one benchmark run, where they are written, and the machine they are measured on."
+
+    def __init__(self, sections: str, out_dir=None, quick: bool = False):
+        self.todo = {s.strip() for s in sections.split(",") if s.strip()}
+        unknown = self.todo - set(BENCH_SECTIONS)
+        if unknown:
+            raise ValueError(f"sections={sections!r}: unknown {sorted(unknown)}; allowed: {', '.join(BENCH_SECTIONS)}")
+        self.out = Path(out_dir or (repo_root() or Path.cwd()) / "results" / "bench")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.quick = quick
+        self.machine = dict(
+            device=device_name(torch.device("cpu")),
+            threads=torch.get_num_threads(),
+            torch=torch.__version__,
+            platform=platform.platform(),
+            git=git_state(),
+            quick=quick,
+        )
+
+    def __contains__(self, section: str) -> bool:
+        return section in self.todo
+
+    def write(self, name: str, d: dict) -> dict:
+        "Write section `name`'s results `d` (with the machine and the date) to `<out>/<name>.json`; print and return `d`."
+        text = json.dumps({**d, "machine": self.machine, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=1)
+        atomic_write_text(self.out / f"{name}.json", text)
+        print(json.dumps(d, indent=1)[:3000])
+        return d
+
+# %% ../nbs/09_bench.ipynb #ed7a817d
+def in_fresh_process(code: str, timeout: float = 3000) -> dict:
+    """Run `code` in a new Python process; the JSON it prints last, or `{"error": <its last line of stderr>}`."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    if r.returncode:
+        return dict(error=(r.stderr.strip().splitlines() or ["exit code %d" % r.returncode])[-1][:300])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def fresh_throughput(**kw) -> dict:
+    "`throughput(**kw)` measured in its own process; the arguments and the error where it failed."
+    out = in_fresh_process(f"import json; from mimeo_nb.bench import throughput; print(json.dumps(throughput(**{kw!r})))")
+    return dict(**kw, **out) if "error" in out else out
+
+# %% ../nbs/09_bench.ipynb #5564529c
+def bench_data(data_dir, repeats: int = 3) -> dict:
+    "Tiles/s of decoding the GeoTIFFs of `data_dir` and of a cached load (best of `repeats`), and their ratio."
+    cache = Path(tempfile.mkdtemp())
+    t0 = time.perf_counter()
+    ds = load_eurosat(data_dir, cache_dir=False, progress=False)
+    t_decode = time.perf_counter() - t0
+    load_eurosat(data_dir, cache_dir=cache, progress=False)  # build the cache
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        c = load_eurosat(data_dir, cache_dir=cache, progress=False)
+        a = np.array(c.images)
+        ts.append(time.perf_counter() - t0)
+    if not (c.from_cache and np.array_equal(a, ds.images)):
+        raise RuntimeError(f"the cached load of {data_dir} differs from decoding its files")
+    n = len(ds)
+    return dict(
+        tiles=n,
+        decode_tiles_per_s=n / t_decode,
+        cache_tiles_per_s=n / min(ts),
+        cache_speedup=t_decode / min(ts),
+        target_speedup=50,
+        data=str(data_dir),
+    )
+
+# %% ../nbs/09_bench.ipynb #50c2ab00
+def bench_train(quick: bool = False) -> dict:
+    "Pre-training images/s, utilisation and memory of ViT-Ti/8 and ViT-S/8, RAW and HOG, batch 64 and 256, four modes."
+    n = 512 if quick else 2048  # quick: small products (2048^3 in bf16 takes ~50 s where bf16 is emulated)
+    peak32 = matmul_peak(torch.float32, n=n, seconds=1 if quick else 3)
+    peak16 = matmul_peak(torch.bfloat16, n=n, seconds=1 if quick else 3)
+    presets = ["vit_tiny_patch8_64"] if quick else ["vit_tiny_patch8_64", "vit_small_patch8_64"]
+    modes = ["fp32", "bf16"] if quick else ["fp32", "bf16", "fp32+compile", "bf16+compile"]
+    rows = []
+    for preset, target, batch in itertools.product(presets, ("raw", "hog"), [8] if quick else [64, 256]):
+        base = None
+        for mode in modes:
+            r = fresh_throughput(preset=preset, target=target, batch=batch, mode=mode, steps=1 if quick else 2, warmup=1)
+            if "error" not in r:
+                r["mfu_vs_bf16_peak"] = r["achieved_gflops"] / peak16
+                r["mfu_vs_fp32_peak"] = r["achieved_gflops"] / peak32
+                base = base or (r["images_per_s"] if mode == "fp32" else None)
+                r["speedup_vs_fp32_eager"] = r["images_per_s"] / base if base else None
+            rows.append(r)
+            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}, flush=True)
+    ok = [r for r in rows if "error" not in r and r["preset"] == "vit_small_patch8_64" and r["batch"] == 256]
+    return dict(
+        matmul_peak_gflops=dict(fp32=peak32, bf16=peak16),
+        cpu_native_bf16=cpu_has_bf16(),
+        rows=rows,
+        vit_s8_b256_best=max(ok, key=lambda r: r["images_per_s"]) if ok else None,
+        targets=dict(speedup_vs_fp32_eager=3.0, mfu_vs_bf16_peak=0.55, peak_memory_gib=4.0),
+    )
+
+
+def bench_train_profile(quick: bool = False) -> dict:
+    "One profiled fp32 pre-training step of ViT-S/8 (HOG target, batch 64): the operators by self CPU time, and the regions."
+    from torch.profiler import profile, ProfilerActivity
+    from mimeo_nb.model import MaskedAutoencoder
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        m = MaskedAutoencoder("vit_tiny_patch8_64" if quick else "vit_small_patch8_64", "hog", "C", mask_ratio=0.7)
+        x = torch.rand(8 if quick else 64, 13, 64, 64)
+    opt = torch.optim.AdamW(param_groups(m, 0.05), lr=1e-4, betas=(0.9, 0.95))
+
+    def step():
+        m(x)["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+        with torch.profiler.record_function("targets (HOG)"):
+            m.targets(x)
+        with torch.profiler.record_function("step"):
+            step()
+    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ev)
+    top = [
+        dict(op=e.key, self_ms=e.self_cpu_time_total / 1e3, share=e.self_cpu_time_total / total, calls=e.count)
+        for e in ev[:25]
+    ]
+    regions = {e.key: e.cpu_time_total / 1e3 for e in prof.key_averages() if e.key in ("targets (HOG)", "step")}
+    return dict(preset=m.preset, batch=len(x), total_self_ms=total / 1e3, regions_ms=regions, top_ops=top)
+
+# %% ../nbs/09_bench.ipynb #ef17d94b
+def bench_heap(quick: bool = False) -> dict:
+    "Peak memory and images/s of ViT-S/8 at batch 256 (RAW and HOG, fp32 eager and compiled) with each `CPU_HEAP_SETTINGS`."
+    preset, batch = ("vit_tiny_patch8_64", 8) if quick else ("vit_small_patch8_64", 256)
+    rows = []
+    for target, mode in itertools.product(("raw",) if quick else ("raw", "hog"), ["fp32"] if quick else ["fp32", "fp32+compile"]):
+        kw = dict(preset=preset, target=target, batch=batch, mode=mode, steps=1 if quick else 3, warmup=1)
+        r = {h: fresh_throughput(**kw, heap=h) for h in CPU_HEAP_SETTINGS}
+        row = dict(
+            target=target, mode=mode, **{f"{h}_{k}": r[h].get(k) for h in r for k in ("peak_memory_gib", "images_per_s", "error")}
+        )
+        if not any(row[f"{h}_error"] for h in r):
+            row.update(
+                peak_ratio_limit_vs_default=row["limit_peak_memory_gib"] / row["default_peak_memory_gib"],
+                speed_ratio_limit_vs_default=row["limit_images_per_s"] / row["default_images_per_s"],
+                heap_limited=r["limit"]["heap_limited"],
+            )
+        rows.append(row)
+        print(row, flush=True)
+    return dict(preset=preset, batch=batch, rows=rows, target_peak_memory_gib=4.0)
+
+# %% ../nbs/09_bench.ipynb #4829ca7a
+def bench_evaluate(data_dir, quick: bool = False) -> dict:
+    "Seconds of feature extraction, of linear probes at 100/50/10/1 % labels, and of one fine-tuning epoch."
+    from mimeo_nb.data import label_fraction
+    from mimeo_nb.evaluate import encoder_features, finetune, linear_probe
+    from mimeo_nb.train import PretrainData, make_split
+
+    ds = load_eurosat(data_dir, progress=False)
+    cfg = make_config("cpu", device="cpu", ft_epochs=1, probe_epochs=5 if quick else 50)
+    split = make_split(ds, cfg)
+    data = PretrainData(cfg, ds)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        enc = model_from_config(cfg, ds.images.shape[1]).encoder
+    t0 = time.perf_counter()
+    feats = encoder_features(enc, ds, np.arange(len(ds)), data.normalize)
+    t_feat = time.perf_counter() - t0
+    probe = {}
+    for f in (1.0, 0.5, 0.1, 0.01):
+        lab = label_fraction(split["train"], ds.labels, f)
+        t0 = time.perf_counter()
+        linear_probe(feats[lab], ds.labels[lab], feats[split["test"]], 10, cfg.probe_epochs)
+        probe[str(f)] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    finetune(lambda: enc, ds, split["train"], split["test"], data.normalize, cfg.replace(ft_val=0.0))
+    return dict(
+        tiles=len(ds),
+        feature_seconds_all_tiles=t_feat,
+        linear_probe_seconds=probe,
+        probe_epochs=cfg.probe_epochs,
+        finetune_epoch_seconds=time.perf_counter() - t0,
+        finetune_tiles=len(split["train"]),
+        preset=cfg.preset,
+    )
+
+# %% ../nbs/09_bench.ipynb #1724234f
+def bench_scale(rgb_dir, quick: bool = False) -> dict:
+    "Cache build and load of EuroSAT RGB, and pre-training images/s at 3 and 13 bands with the epochs they imply."
+    cache = Path(tempfile.mkdtemp())
+    build = in_fresh_process(
+        f"import time, resource, json; t = time.perf_counter(); from mimeo_nb.data import load_eurosat; "
+        f"ds = load_eurosat({str(rgb_dir)!r}, cache_dir={str(cache)!r}, progress=False); "
+        f"print(json.dumps(dict(seconds=time.perf_counter() - t, tiles=len(ds), shape=list(ds.images.shape), "
+        f"peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)))"
+    )
+    if "error" in build:
+        raise RuntimeError(f"building the RGB cache failed: {build['error']}")
+    t0 = time.perf_counter()
+    ds = load_eurosat(rgb_dir, cache_dir=cache, progress=False)
+    np.array(ds.images)
+    t_load = time.perf_counter() - t0
+    b = 16 if quick else 128
+    kw = dict(preset="vit_tiny_patch8_64", target="hog", batch=b, mode="fp32", steps=1 if quick else 3, warmup=1, mask=0.7)
+    tp = {c: fresh_throughput(**kw, in_chans=c) for c in (3, 13)}
+    failed = {c: r["error"] for c, r in tp.items() if "error" in r}
+    if failed:
+        raise RuntimeError(f"pre-training throughput failed for band counts {failed}")
+    ips, ips13 = tp[3]["images_per_s"], tp[13]["images_per_s"]
+    return dict(
+        rgb_tiles=build["tiles"],
+        cache_build_seconds=build["seconds"],
+        cache_build_peak_rss_gib=build["peak_rss_gib"],
+        cache_bytes=sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()),
+        cached_load_seconds=t_load,
+        cached_tiles_per_s=len(ds) / t_load,
+        pretrain_images_per_s={"3_bands": ips, "13_bands": ips13},
+        pretrain_batch=b,
+        epoch_seconds_estimate={
+            "eurosat_ms_sample_335": 335 / ips13,
+            "eurosat_rgb_train_21600": 21600 / ips,
+            "eurosat_ms_full_train_21600": 21600 / ips13,
+            "ssl4eo_s12_250k_locations": 250_000 / ips13,
+        },
+    )
+
+# %% ../nbs/09_bench.ipynb #ebc9ac88
+def _samples_per_s(ds, epochs: int) -> float:
+    t0 = time.perf_counter()
+    for e in range(epochs):
+        ds.set_epoch(e)
+        for i in range(len(ds)):
+            ds[i]
+    return epochs * len(ds) / (time.perf_counter() - t0)
+
+
+def bench_ssl4eo(real_dir, gpu_file=None, quick: bool = False, workers: int = 8, locations: int = 250_000) -> dict:
+    "Samples/s of `SSL4EO` (GeoTIFFs) and `PackedSSL4EO` (shards) on the same crops, and the paper's epoch by GPUs."
+    from mimeo_nb.data import load_ssl4eo
+    from mimeo_nb.pack import PackedSSL4EO, pack_ssl4eo
+
+    packed_dir = Path(tempfile.mkdtemp()) / "packed"
+    t0 = time.perf_counter()
+    pack_ssl4eo(real_dir, packed_dir, progress=False)
+    t_pack = time.perf_counter() - t0
+    geo, pk = load_ssl4eo(real_dir, size=64, seed=0), PackedSSL4EO(packed_dir, size=64, seed=0, verify=True)
+    for e in range(3):
+        geo.set_epoch(e)
+        pk.set_epoch(e)
+        if not all(torch.equal(geo[i], pk[i]) for i in range(len(pk))):
+            raise RuntimeError(f"packed crops differ from the GeoTIFF crops of {real_dir} (epoch {e})")
+    rounds = 1 if quick else 5
+    rates = [(_samples_per_s(geo, 2 if quick else 20), _samples_per_s(pk, 20 if quick else 2000)) for _ in range(rounds)]
+    geo_rate, pk_rate = (float(np.median(r)) for r in zip(*rates))
+    gpu = json.loads(Path(gpu_file).read_text()) if gpu_file and Path(gpu_file).is_file() else None
+    if gpu:
+        model_rate = gpu["throughput"]["vit_small_patch16_224"]["images_per_s"]
+        source = f"measured: {Path(gpu_file).name} ({gpu['device']})"
+    else:
+        model_rate, source = 1000.0, "assumed: no GPU measurement in results/bench/gpu.json yet"
+    hours = lambda rate: {g: locations / (g * min(model_rate, workers * rate)) / 3600 for g in (1, 2, 4, 8, 16, 32)}
+    return dict(
+        locations_measured=len(pk),
+        crop=64,
+        geotiff_samples_per_s=geo_rate,
+        packed_samples_per_s=pk_rate,
+        speedup=pk_rate / geo_rate,
+        target_speedup=20,
+        rounds=rounds,
+        pack_seconds=t_pack,
+        pack_scenes=len(pk),
+        paper_epoch=dict(
+            locations=locations,
+            workers_per_gpu=workers,
+            gpu_images_per_s=model_rate,
+            gpu_rate=source,
+            data_bound_images_per_s_per_gpu={"packed": workers * pk_rate, "geotiff": workers * geo_rate},
+            hours_by_gpus_packed=hours(pk_rate),
+            hours_by_gpus_geotiff=hours(geo_rate),
+        ),
+    )
+
+
+def fig_ssl4eo(s: dict):
+    "Both readers' samples/s, and minutes per paper epoch by GPUs, from `bench_ssl4eo`'s (or `ssl4eo.json`'s) numbers."
+    import matplotlib.pyplot as plt
+
+    e, geo_rate, pk_rate = s["paper_epoch"], s["geotiff_samples_per_s"], s["packed_samples_per_s"]
+    gpus = sorted(int(g) for g in e["hours_by_gpus_packed"])
+    at = lambda d, g: d[g] if g in d else d[str(g)]  # keys are strings once read back from JSON
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.bar(["GeoTIFF", "packed"], [geo_rate, pk_rate], color=["C1", "C0"])
+    a.set_yscale("log")
+    a.set_ylabel("samples/s (one process)")
+    a.set_title(f"SSL4EO-S12 reading: {pk_rate / geo_rate:,.0f}x", fontsize=9)
+    b.plot(gpus, [at(e["hours_by_gpus_geotiff"], g) * 60 for g in gpus], "o-", color="C1", label="GeoTIFF, 8 workers per GPU")
+    b.plot(gpus, [at(e["hours_by_gpus_packed"], g) * 60 for g in gpus], "o-", color="C0", label="packed, 8 workers per GPU")
+    b.set_xscale("log", base=2)
+    b.set_yscale("log")
+    b.set_xticks(gpus, [str(g) for g in gpus])
+    b.minorticks_off()
+    b.set_xlabel("GPUs")
+    b.set_ylabel("minutes per epoch")
+    b.set_title(f"paper profile, 250,000 locations ({e['gpu_rate'].split(':')[0]} GPU rate)", fontsize=9)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -14,8 +14,9 @@ from .registry import PRESETS, target_parts, variant_settings
 # %% auto #0
 __all__ = ['EVALUATIONS', 'FRACTIONS', 'RAW_A', 'HOG_C', 'HOG_G', 'FIELD_CHOICES', 'BIG', 'FIELD_RANGES', 'PROFILES', 'RUN_FILES',
            'SWEEP_LOG', 'WORK_DIR', 'CHECKPOINT', 'NOT_IN_ID', 'EVAL_FIELDS', 'LIST_ITEMS', 'Config', 'check_fields',
-           'make_config', 'repo_root', 'results_root', 'default_out_dir', 'run_finished', 'pretrain_id', 'unit_label',
-           'run_id', 'parse_field', 'field_docs', 'add_config_options', 'config_parser', 'config_from_args']
+           'make_config', 'repo_root', 'results_root', 'default_out_dir', 'run_finished', 'read_run', 'load_runs',
+           'read_sweep_log', 'pretrain_id', 'unit_label', 'run_id', 'parse_field', 'field_docs', 'add_config_options',
+           'config_parser', 'config_from_args', 'config_from_params']
 
 # %% ../nbs/03a_config.ipynb #7fae7dc1
 EVALUATIONS = ("linear", "finetune", "knn")
@@ -35,6 +36,7 @@ FIELD_CHOICES = dict(
     precision=("auto", "bf16", "fp32"),
     fraction_method=("stratified", "study"),
     pool=("cls", "mean"),
+    cpu_heap=("default", "limit"),
     probe_schedule=("constant", "cosine"),
     ft_recipe=("study", "mae"),
     ft_head_init=("random", "probe"),
@@ -125,6 +127,9 @@ class Config:
     augment: bool = True  # flips, 90-degree rotations, random resized crops (on the device)
     checkpoint_every: int = 1  # save the pre-training checkpoint every this many epochs (and after the last)
     num_workers: int = 0  # data loader workers for SSL4EO
+    # default: glibc's allocator as it is | limit: on CPU, pre-training serves large tensors by mappings of their own (peak memory,
+    # not results; for the whole process, as glibc has no way back)
+    cpu_heap: str = "default"
     # evaluation
     evaluations: list = field(default_factory=lambda: ["linear", "finetune", "knn"])  # linear | finetune | knn
     fractions: list = field(default_factory=lambda: list(FRACTIONS))  # label fractions of the training tiles
@@ -314,8 +319,38 @@ def run_finished(run_dir) -> bool:
     f = Path(run_dir) / RUN_FILES["config"]
     return f.is_file() and json.loads(f.read_text()).get("status") == "finished"
 
+# %% ../nbs/03a_config.ipynb #274eaa8c
+def read_run(run_dir) -> dict | None:
+    """The finished run in `run_dir` as a dict: `dir`, `meta` (its `config.json`), `cfg` (the configuration in it), `metrics` (the
+    records of `metrics.json`) and `history` (the pre-training loss per epoch as a DataFrame; `None` without one). `None` unless
+    the folder holds a finished run."""
+    d = Path(run_dir)
+    f = d / RUN_FILES["config"]
+    meta = json.loads(f.read_text()) if f.is_file() else {}
+    if meta.get("status") != "finished":
+        return None
+    import pandas as pd
+
+    h = d / RUN_FILES["history"]
+    metrics = json.loads((d / RUN_FILES["metrics"]).read_text())
+    return dict(dir=d, meta=meta, cfg=meta["config"], metrics=metrics, history=pd.read_csv(h) if h.is_file() else None)
+
+
+def load_runs(runs_dir) -> list:
+    "Every finished run in `runs_dir` (as `read_run` reads it), by folder name."
+    root = Path(runs_dir)
+    dirs = sorted(d for d in root.iterdir() if not d.name.startswith((".", "_"))) if root.is_dir() else []
+    return [r for r in map(read_run, dirs) if r is not None]
+
+# %% ../nbs/03a_config.ipynb #858196fe
+def read_sweep_log(runs_dir, profile: str | None = None) -> dict:
+    """`<runs_dir>/sweep.json` as a dict (`profile`, `sweeps`: one entry per sweep or unit, and `wall_seconds`); without one, an
+    empty log for `profile`."""
+    f = Path(runs_dir) / SWEEP_LOG
+    return json.loads(f.read_text()) if f.is_file() else dict(profile=profile, sweeps=[])
+
 # %% ../nbs/03a_config.ipynb #97ea9607
-NOT_IN_ID = {"profile", "out_dir", "device", "num_workers", "data_dir", "ssl4eo_dir", "compile"}
+NOT_IN_ID = {"profile", "out_dir", "device", "num_workers", "data_dir", "ssl4eo_dir", "compile", "cpu_heap"}
 EVAL_FIELDS = {"evaluations", "fractions", "seeds", "fraction_method", "pool", "eval_batch", "knn_k", "knn_t"} | {
     f.name for f in fields(Config) if f.name.startswith(("probe_", "ft_"))
 }
@@ -422,3 +457,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
     names = {f.name for f in fields(Config)} - {"profile"}
     given = {k: parse_field(k, v) for k, v in vars(args).items() if k in names and v is not None}
     return make_config(args.profile or "cpu", **given)
+
+# %% ../nbs/03a_config.ipynb #c0710f1d
+def config_from_params(profile: str = "cpu", config: str = "", overrides="{}", **named) -> Config:
+    """The validated `Config` of `nbs/run.ipynb`'s parameters: `config` (a whole Config as JSON) alone, or `profile` with the
+    `named` fields that are set and the JSON object `overrides`."""
+    try:
+        extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"overrides={overrides!r} is not a JSON object ({e})") from None
+    named = {k: v for k, v in named.items() if v is not None and v != ""}
+    if config and (extra or named):
+        raise ValueError("config is given: leave the other parameters unset (the config holds every field)")
+    if config:
+        return Config.from_json(config)
+    return make_config(profile, **{k: parse_field(k, v) for k, v in {**named, **extra}.items()})

@@ -21,8 +21,8 @@ __all__ = ['PROGRESS_MODES', 'S2_BANDS', 'BAND_NAMES', 'EUROSAT_FILE_ORDER', 'EU
            'EUROSAT100_URL', 'EUROSAT100_MD5', 'progress_bar', 'Band', 'rgb_indices', 'band_table', 'cache_home',
            'find_data', 'find_class_root', 'TileSet', 'read_tile', 'content_fingerprint', 'atomic_write_text',
            'load_eurosat', 'split_indices', 'spatial_split', 'label_fraction', 'band_stats', 'BandNormalize',
-           'rgb_stretch', 'rgb_composite', 'plot_class_tiles', 'plot_band_histograms', 'sample_generator', 'SSL4EO',
-           'load_ssl4eo', 'md5sum', 'download_eurosat', 'find_eurosat']
+           'rgb_stretch', 'rgb_composite', 'plot_class_tiles', 'plot_band_histograms', 'sample_generator', 'draw_crop',
+           'SSL4EO', 'load_ssl4eo', 'md5sum', 'download_eurosat', 'find_eurosat']
 
 # %% ../nbs/00_data.ipynb #9465d8a7
 PROGRESS_MODES = ("auto", "text", "off")
@@ -597,6 +597,19 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     )
     return g
 
+# %% ../nbs/00_data.ipynb #b40a8670
+def draw_crop(seed: int, epoch: int, index: int, n_seasons: int, size: int) -> tuple:
+    """(season, corner): the season of item `index` in `epoch`, and `corner(height, width)`, the top-left of its `size`-pixel
+    window in a scene of that height and width."""
+    g = sample_generator(seed, epoch, index)
+    season = int(torch.randint(n_seasons, (1,), generator=g))
+
+    def corner(height: int, width: int) -> tuple[int, int]:
+        top = int(torch.randint(height - size + 1, (1,), generator=g))
+        return top, int(torch.randint(width - size + 1, (1,), generator=g))
+
+    return season, corner
+
 # %% ../nbs/00_data.ipynb #7ebfb360
 class SSL4EO(torch.utils.data.Dataset):
     """SSL4EO-S12 Sentinel-2 L1C patches: item `i` is a `uint16` `[13, size, size]` crop of a random season of location
@@ -639,11 +652,9 @@ class SSL4EO(torch.utils.data.Dataset):
         return out
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        g = sample_generator(self.seed, self.epoch, i)
-        seasons = self.scenes[i]
-        x = self.read_scene(seasons[int(torch.randint(len(seasons), (1,), generator=g))])
-        top = int(torch.randint(x.shape[1] - self.size + 1, (1,), generator=g))
-        left = int(torch.randint(x.shape[2] - self.size + 1, (1,), generator=g))
+        season, corner = draw_crop(self.seed, self.epoch, i, len(self.scenes[i]), self.size)
+        x = self.read_scene(self.scenes[i][season])
+        top, left = corner(*x.shape[1:])
         return torch.from_numpy(np.ascontiguousarray(x[:, top : top + self.size, left : left + self.size]))
 
 # %% ../nbs/00_data.ipynb #3f2c260d

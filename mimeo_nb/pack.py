@@ -13,7 +13,7 @@ import torch
 
 from .checks import check_choice, check_int
 from .data import BAND_NAMES, SSL4EO, SSL4EO_FILES, atomic_write_text, load_ssl4eo, progress_bar
-from .data import sample_generator
+from .data import draw_crop, sample_generator
 
 # %% auto #0
 __all__ = ['RES_M', 'PACK_FORMAT', 'make_ssl4eo_fixture', 'file_sha256', 'pack_ssl4eo', 'verify_pack', 'PackedSSL4EO',
@@ -311,11 +311,9 @@ class PackedSSL4EO(torch.utils.data.Dataset):
         return self._maps[k]
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        g = sample_generator(self.seed, self.epoch, i)
-        seasons = self.scenes[i]
-        shard, offset = seasons[int(torch.randint(len(seasons), (1,), generator=g))]
-        top = int(torch.randint(self.grid - self.size + 1, (1,), generator=g))
-        left = int(torch.randint(self.grid - self.size + 1, (1,), generator=g))
+        season, corner = draw_crop(self.seed, self.epoch, i, len(self.scenes[i]), self.size)
+        shard, offset = self.scenes[i][season]
+        top, left = corner(self.grid, self.grid)
         return torch.from_numpy(
             np.ascontiguousarray(self.shard(int(shard))[offset, :, top : top + self.size, left : left + self.size])
         )

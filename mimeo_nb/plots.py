@@ -10,21 +10,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import FRACTIONS, HOG_C, RAW_A, RUN_FILES, SWEEP_LOG, run_finished
+from .config import FRACTIONS, HOG_C, RAW_A, RUN_FILES, read_sweep_log
 from .experiments import STUDY_ABLATIONS, ablation_pairs, normalisation_variants, variant_column
 from .registry import VARIANTS
 from .stats import ALPHA, compare, distinct_draws, draws_accuracy_ci, family_verdicts
 
 # %% auto #0
 __all__ = ['CLASSES', 'STUDY_STRATEGIES', 'STUDY_NORMALISATION', 'STUDY_MASKING', 'STUDY_LOSS', 'STUDY_PER_CLASS', 'MAIN_ROWS',
-           'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'TARGET_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'load_runs',
-           'find_run', 'run_file', 'accuracy', 'strategies_table', 'ablation_cell', 'normalisation_table',
-           'masking_table', 'loss_table', 'per_class_cells', 'per_class_table', 'confusion', 'beside', 'markdown_table',
-           'write_table', 'fig_sample_tiles', 'fig_hog', 'fig_reconstructions', 'fig_loss_curves', 'fig_strategies',
-           'fig_ablation', 'fig_confusions', 'fig_misclassified', 'merge_units', 'correct_by_draw', 'row_draws',
-           'accuracy_cell', 'accuracy_table', 'compare_draws', 'compare_rows', 'claim_sign', 'family_table',
-           'comparisons_table', 'study_ablation_diff', 'ablation_claims', 'count_text', 'targets_table',
-           'quality_table', 'study_seconds']
+           'PER_CLASS_MODELS', 'STUDY_CLAIMS', 'TARGET_CLAIMS', 'sweep_wall_seconds', 'sweep_seconds', 'find_run',
+           'run_file', 'accuracy', 'strategies_table', 'ablation_cell', 'normalisation_table', 'masking_table',
+           'loss_table', 'per_class_cells', 'per_class_table', 'confusion', 'beside', 'markdown_table', 'write_table',
+           'fig_sample_tiles', 'fig_hog', 'fig_reconstructions', 'fig_loss_curves', 'fig_strategies', 'fig_ablation',
+           'fig_confusions', 'fig_misclassified', 'merge_units', 'correct_by_draw', 'row_draws', 'accuracy_cell',
+           'accuracy_table', 'compare_draws', 'compare_rows', 'claim_sign', 'family_table', 'comparisons_table',
+           'study_ablation_diff', 'ablation_claims', 'count_text', 'targets_table', 'quality_table', 'study_seconds']
 
 # %% ../nbs/06_plots.ipynb #19454ea9
 CLASSES = [
@@ -115,30 +114,10 @@ def sweep_wall_seconds(sweeps: list) -> float:
 # %% ../nbs/06_plots.ipynb #2af5205f
 def sweep_seconds(runs_dir, runs: list) -> float:
     "Wall time of the sweeps that made `runs_dir` (`sweep.json`), else the sum of the runs' own times."
-    f = Path(runs_dir) / SWEEP_LOG
-    if f.is_file() and json.loads(f.read_text()).get("sweeps"):
-        return sweep_wall_seconds(json.loads(f.read_text())["sweeps"])
+    sweeps = read_sweep_log(runs_dir)["sweeps"]
+    if sweeps:
+        return sweep_wall_seconds(sweeps)
     return float(sum(r["meta"]["seconds"] for r in runs))
-
-# %% ../nbs/06_plots.ipynb #df0ff843
-def load_runs(runs_dir) -> list:
-    """Every finished run in `runs_dir`: dicts with `dir`, `meta` (config.json), `metrics` (list) and `history`
-    (DataFrame or None)."""
-    runs = []
-    for d in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
-        if d.name.startswith((".", "_")) or not run_finished(d):
-            continue
-        meta = json.loads((d / RUN_FILES["config"]).read_text())
-        runs.append(
-            dict(
-                dir=d,
-                meta=meta,
-                cfg=meta["config"],
-                metrics=json.loads((d / RUN_FILES["metrics"]).read_text()),
-                history=pd.read_csv(d / RUN_FILES["history"]) if (d / RUN_FILES["history"]).is_file() else None,
-            )
-        )
-    return runs
 
 # %% ../nbs/06_plots.ipynb #ade13371
 def find_run(runs: list, **fields):

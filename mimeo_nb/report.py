@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import HOG_C, RAW_A, SWEEP_LOG, results_root
+from .config import HOG_C, RAW_A, load_runs, read_sweep_log, results_root
 from .data import band_table
 from .experiments import STUDY_ABLATIONS, normalisation_variants, reference_variant
 from .registry import TARGET_SPECS, VARIANTS
@@ -19,7 +19,7 @@ from .plots import MAIN_ROWS, ablation_claims, accuracy_cell, accuracy_table, be
 from .plots import comparisons_table
 from .plots import correct_by_draw, fig_ablation, fig_confusions, fig_hog
 from .plots import fig_loss_curves, fig_misclassified, fig_reconstructions, fig_sample_tiles, fig_strategies
-from .plots import find_run, load_runs, loss_table, markdown_table, masking_table, merge_units
+from .plots import find_run, loss_table, markdown_table, masking_table, merge_units
 from .plots import normalisation_table, per_class_table, quality_table, strategies_table, study_seconds
 from .plots import count_text, row_draws, sweep_seconds, targets_table, write_table, family_table, claim_sign
 from .stats import ALPHA
@@ -94,9 +94,7 @@ def protocol(cfg: dict, schedule: dict | None = None) -> str:
 # %% ../nbs/07a_report.ipynb #df6551b0
 def sweep_jobs(runs_dir) -> int:
     "The most experiments a sweep of `runs_dir` ran at a time (`sweep.json`; 1 without it)."
-    f = Path(runs_dir) / SWEEP_LOG
-    sweeps = json.loads(f.read_text())["sweeps"] if f.is_file() else []
-    return max([x.get("jobs", 1) for x in sweeps] or [1])
+    return max([x.get("jobs", 1) for x in read_sweep_log(runs_dir)["sweeps"]] or [1])
 
 # %% ../nbs/07a_report.ipynb #b8672c4a
 def ft_schedule(rs: list) -> dict:

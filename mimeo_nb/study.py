@@ -15,11 +15,12 @@ import mimeo_nb
 from .config import Config, make_config, run_id, pretrain_id, PROFILES, RUN_FILES
 from .experiments import RGB_PROFILES, study_grid
 from .config import CHECKPOINT, SWEEP_LOG, WORK_DIR, add_config_options, parse_field, run_finished
+from .config import load_runs, read_run, read_sweep_log
 from .checks import TimeUp, check_int, check_number, time_budget
 from .config import check_fields, repo_root, default_out_dir, results_root
 from .data import TileSet, find_data, find_eurosat, load_eurosat, rgb_composite, atomic_write_text, progress_bar
 from .evaluate import FeatureCache, evaluate_encoder, write_results
-from .plots import load_runs, sweep_wall_seconds
+from .plots import sweep_wall_seconds
 from .pack import file_sha256
 from .model import load_encoder
 from .train import PretrainData, checkpoint_dir, make_split, model_from_config, pretrain, resolve_device
@@ -178,11 +179,7 @@ class Experiment:
         pre-training unit keeps): same pre-training, same data, and weights a finished run evaluated (their SHA-256).
         `None` if there is none."""
         pid, fp = pretrain_id(self.cfg), self.tiles.fingerprint
-        metas = [
-            json.loads((d / RUN_FILES["config"]).read_text())
-            for d in self.out_dir.iterdir()
-            if d.is_dir() and run_finished(d)
-        ]
+        metas = [r["meta"] for r in load_runs(self.out_dir)]
         evaluated = {
             m.get("encoder_sha256")
             for m in metas
@@ -356,10 +353,10 @@ def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: st
             src = resolve_unit(v[6:], grid, profile, data_dir, out_dir, fingerprint)
             if src is None:
                 return None
-            d = Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **src), fingerprint)
-            if not run_finished(d):
+            run = read_run(Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **src), fingerprint))
+            if run is None:
                 return None
-            ov[k] = float(json.loads((d / RUN_FILES["metrics"]).read_text())[0]["lr"])
+            ov[k] = float(run["metrics"][0]["lr"])
     return ov
 
 # %% ../nbs/07_study.ipynb #994664ab
@@ -511,8 +508,7 @@ def check_same_data(out_dir, tiles: TileSet) -> None:
 def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int, **unit) -> dict:
     """Add one sweep's (or one unit's) wall time to `<out_dir>/sweep.json` (the report states the total: a resumed study
     adds its sessions up); `unit` names what ran (`unit`, `run`, `outcome`: finished, or time up, to be continued)."""
-    f = Path(out_dir) / SWEEP_LOG
-    d = json.loads(f.read_text()) if f.is_file() else dict(profile=profile, sweeps=[])
+    d = read_sweep_log(out_dir, profile)
     if executed:
         d["sweeps"].append(
             dict(
@@ -525,7 +521,7 @@ def record_sweep(out_dir, profile: str, executed: int, seconds: float, jobs: int
             )
         )
     d["wall_seconds"] = sweep_wall_seconds(d["sweeps"])  # units run side by side count once
-    atomic_write_text(f, json.dumps(d, indent=1))
+    atomic_write_text(Path(out_dir) / SWEEP_LOG, json.dumps(d, indent=1))
     return d
 
 # %% ../nbs/07_study.ipynb #52ba4c06

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .config import CHECKPOINT, WORK_DIR, Config, RUN_FILES, pretrain_id, config_parser, config_from_args
-from .config import default_out_dir
+from .config import FIELD_CHOICES, default_out_dir
 from .data import BandNormalize, TileSet, progress_bar, band_stats, find_eurosat, load_eurosat, load_ssl4eo
 from .data import split_indices, spatial_split, atomic_write_text, _atomic_write_bytes
 from .checks import check_choice, check_time
@@ -26,10 +26,10 @@ from .model import MaskedAutoencoder, export_encoder
 # %% auto #0
 __all__ = ['PRETRAIN_CROP', 'ARCH_KEYS', 'ARCH_DEFAULTS', 'CPU_HEAP_SETTINGS', 'resolve_device', 'cpu_has_bf16',
            'resolve_precision', 'Dist', 'setup_distributed', 'make_split', 'PretrainData', 'checkpoint_dir', 'augment',
-           'param_groups', 'lr_at', 'save_checkpoint', 'load_checkpoint', 'limit_cpu_heap', 'cpu_heap_setting',
-           'model_from_config', 'Engine', 'target_stat_batches', 'setup_pretraining', 'resume_pretraining',
-           'wrap_model', 'train_step', 'train_one_epoch', 'end_epoch', 'export_pretrained', 'deterministic_algorithms',
-           'PretrainResult', 'pretrain', 'main']
+           'param_groups', 'lr_at', 'save_checkpoint', 'load_checkpoint', 'limit_cpu_heap', 'model_from_config',
+           'Engine', 'target_stat_batches', 'setup_pretraining', 'resume_pretraining', 'wrap_model', 'train_step',
+           'train_one_epoch', 'end_epoch', 'export_pretrained', 'deterministic_algorithms', 'PretrainResult',
+           'pretrain', 'main']
 
 # %% ../nbs/04_train.ipynb #e9fe4892
 def resolve_device(name: str = "auto") -> torch.device:
@@ -298,13 +298,7 @@ def limit_cpu_heap(threshold: int = 128 * 1024) -> bool:
     return bool(mallopt and mallopt(-3, threshold))  # -3 = M_MMAP_THRESHOLD
 
 # %% ../nbs/04_train.ipynb #a337ffbe
-CPU_HEAP_SETTINGS = ("default", "limit")
-
-
-def cpu_heap_setting() -> str:
-    """`MIMEO_CPU_HEAP`: 'default' (unset) leaves glibc's allocator alone, 'limit' has `pretrain` call `limit_cpu_heap`
-    on CPU."""
-    return check_choice("MIMEO_CPU_HEAP", os.environ.get("MIMEO_CPU_HEAP", "default"), CPU_HEAP_SETTINGS)
+CPU_HEAP_SETTINGS = FIELD_CHOICES["cpu_heap"]
 
 # %% ../nbs/04_train.ipynb #308d7ef1
 def model_from_config(cfg: Config, in_chans: int) -> MaskedAutoencoder:
@@ -353,7 +347,7 @@ def target_stat_batches(data: PretrainData, device, tiles: int = 4096, batch: in
 def setup_pretraining(cfg: Config, data: PretrainData | None = None) -> Engine:
     "The device, process group, data, seeded model, AdamW and schedule of the pre-training `cfg` describes."
     device = resolve_device(cfg.device)
-    if device.type == "cpu" and cpu_heap_setting() == "limit":
+    if device.type == "cpu" and cfg.cpu_heap == "limit":
         limit_cpu_heap()
     dd = setup_distributed(device)
     data = data or PretrainData(cfg)

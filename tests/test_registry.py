@@ -16,7 +16,8 @@ def _mean_colour(model, x):  # [B, C, H, W] -> [B, L, C]: every patch's mean val
 def test_a_new_target_and_variant_declared_once(ms_sample, tmp_path):
     from mimeo_nb.config import make_config
     from mimeo_nb.experiments import rgb_grid, study_grid
-    from mimeo_nb.plots import load_runs, loss_table, merge_units, normalisation_table
+    from mimeo_nb.config import load_runs
+    from mimeo_nb.plots import loss_table, merge_units, normalisation_table
     from mimeo_nb.registry import TargetSpec, Variant, declared
     from mimeo_nb.study import Experiment
     import json
