@@ -46,7 +46,8 @@ def synthetic_engine(cfg, in_chans: int, fused: bool = False) -> Engine:
     """An `Engine` for the model and AdamW of `cfg` on input that is already normalised (no data, a constant
     learningrate)."""
     device = torch.device(cfg.device)
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):  # the caller's stream stays
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's stream stays
         torch.manual_seed(cfg.seed)  # timm takes no generator
         model = model_from_config(cfg, in_chans).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-4, betas=(0.9, 0.95), fused=fused)
@@ -146,7 +147,12 @@ def finetune_throughput(
     return {**out, "seconds_per_step": dt, "warmup_seconds": t_warm, "threads": torch.get_num_threads()}
 
 # %% ../nbs/09_bench.ipynb #105d58e7
-SPEED_MODES = {"eager": (False, False), "eager+fused": (False, True), "compile": (True, False), "compile+fused": (True, True)}
+SPEED_MODES = {
+    "eager": (False, False),
+    "eager+fused": (False, True),
+    "compile": (True, False),
+    "compile+fused": (True, True),
+}
 
 
 def _speed(kind: str, name: str, preset, batch, in_chans, steps, warmup) -> dict:
@@ -262,7 +268,7 @@ class BenchRun:
         return section in self.todo
 
     def write(self, name: str, d: dict) -> dict:
-        "Write section `name`'s results `d` (with the machine and the date) to `<out>/<name>.json`; print and return `d`."
+        "Write section `name`'s results `d` (with machine and date) to `<out>/<name>.json`; print and return `d`."
         text = json.dumps({**d, "machine": self.machine, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=1)
         atomic_write_text(self.out / f"{name}.json", text)
         print(json.dumps(d, indent=1)[:3000])
@@ -279,7 +285,8 @@ def in_fresh_process(code: str, timeout: float = 3000) -> dict:
 
 def fresh_throughput(**kw) -> dict:
     "`throughput(**kw)` measured in its own process; the arguments and the error where it failed."
-    out = in_fresh_process(f"import json; from mimeo_nb.bench import throughput; print(json.dumps(throughput(**{kw!r})))")
+    code = f"import json; from mimeo_nb.bench import throughput; print(json.dumps(throughput(**{kw!r})))"
+    out = in_fresh_process(code)
     return dict(**kw, **out) if "error" in out else out
 
 # %% ../nbs/09_bench.ipynb #5564529c
@@ -320,7 +327,8 @@ def bench_train(quick: bool = False) -> dict:
     for preset, target, batch in itertools.product(presets, ("raw", "hog"), [8] if quick else [64, 256]):
         base = None
         for mode in modes:
-            r = fresh_throughput(preset=preset, target=target, batch=batch, mode=mode, steps=1 if quick else 2, warmup=1)
+            steps = 1 if quick else 2
+            r = fresh_throughput(preset=preset, target=target, batch=batch, mode=mode, steps=steps, warmup=1)
             if "error" not in r:
                 r["mfu_vs_bf16_peak"] = r["achieved_gflops"] / peak16
                 r["mfu_vs_fp32_peak"] = r["achieved_gflops"] / peak32
@@ -339,7 +347,7 @@ def bench_train(quick: bool = False) -> dict:
 
 
 def bench_train_profile(quick: bool = False) -> dict:
-    "One profiled fp32 pre-training step of ViT-S/8 (HOG target, batch 64): the operators by self CPU time, and the regions."
+    "One profiled fp32 pre-training step of ViT-S/8 (HOG target, batch 64): operators by self CPU time, and regions."
     from torch.profiler import profile, ProfilerActivity
     from mimeo_nb.model import MaskedAutoencoder
 
@@ -371,14 +379,17 @@ def bench_train_profile(quick: bool = False) -> dict:
 
 # %% ../nbs/09_bench.ipynb #ef17d94b
 def bench_heap(quick: bool = False) -> dict:
-    "Peak memory and images/s of ViT-S/8 at batch 256 (RAW and HOG, fp32 eager and compiled) with each `CPU_HEAP_SETTINGS`."
+    "Peak memory and images/s of ViT-S/8 at batch 256 (RAW and HOG, fp32 eager and compiled) per `CPU_HEAP_SETTINGS`."
     preset, batch = ("vit_tiny_patch8_64", 8) if quick else ("vit_small_patch8_64", 256)
     rows = []
-    for target, mode in itertools.product(("raw",) if quick else ("raw", "hog"), ["fp32"] if quick else ["fp32", "fp32+compile"]):
+    targets, modes = (("raw",), ["fp32"]) if quick else (("raw", "hog"), ["fp32", "fp32+compile"])
+    for target, mode in itertools.product(targets, modes):
         kw = dict(preset=preset, target=target, batch=batch, mode=mode, steps=1 if quick else 3, warmup=1)
         r = {h: fresh_throughput(**kw, heap=h) for h in CPU_HEAP_SETTINGS}
         row = dict(
-            target=target, mode=mode, **{f"{h}_{k}": r[h].get(k) for h in r for k in ("peak_memory_gib", "images_per_s", "error")}
+            target=target,
+            mode=mode,
+            **{f"{h}_{k}": r[h].get(k) for h in r for k in ("peak_memory_gib", "images_per_s", "error")},
         )
         if not any(row[f"{h}_error"] for h in r):
             row.update(
@@ -442,7 +453,8 @@ def bench_scale(rgb_dir, quick: bool = False) -> dict:
     np.array(ds.images)
     t_load = time.perf_counter() - t0
     b = 16 if quick else 128
-    kw = dict(preset="vit_tiny_patch8_64", target="hog", batch=b, mode="fp32", steps=1 if quick else 3, warmup=1, mask=0.7)
+    steps = 1 if quick else 3
+    kw = dict(preset="vit_tiny_patch8_64", target="hog", batch=b, mode="fp32", steps=steps, warmup=1, mask=0.7)
     tp = {c: fresh_throughput(**kw, in_chans=c) for c in (3, 13)}
     failed = {c: r["error"] for c, r in tp.items() if "error" in r}
     if failed:
@@ -491,7 +503,8 @@ def bench_ssl4eo(real_dir, gpu_file=None, quick: bool = False, workers: int = 8,
         if not all(torch.equal(geo[i], pk[i]) for i in range(len(pk))):
             raise RuntimeError(f"packed crops differ from the GeoTIFF crops of {real_dir} (epoch {e})")
     rounds = 1 if quick else 5
-    rates = [(_samples_per_s(geo, 2 if quick else 20), _samples_per_s(pk, 20 if quick else 2000)) for _ in range(rounds)]
+    n_geo, n_pk = (2, 20) if quick else (20, 2000)
+    rates = [(_samples_per_s(geo, n_geo), _samples_per_s(pk, n_pk)) for _ in range(rounds)]
     geo_rate, pk_rate = (float(np.median(r)) for r in zip(*rates))
     gpu = json.loads(Path(gpu_file).read_text()) if gpu_file and Path(gpu_file).is_file() else None
     if gpu:
@@ -534,8 +547,9 @@ def fig_ssl4eo(s: dict):
     a.set_yscale("log")
     a.set_ylabel("samples/s (one process)")
     a.set_title(f"SSL4EO-S12 reading: {pk_rate / geo_rate:,.0f}x", fontsize=9)
-    b.plot(gpus, [at(e["hours_by_gpus_geotiff"], g) * 60 for g in gpus], "o-", color="C1", label="GeoTIFF, 8 workers per GPU")
-    b.plot(gpus, [at(e["hours_by_gpus_packed"], g) * 60 for g in gpus], "o-", color="C0", label="packed, 8 workers per GPU")
+    for fmt, colour, name in (("geotiff", "C1", "GeoTIFF"), ("packed", "C0", "packed")):
+        minutes = [at(e[f"hours_by_gpus_{fmt}"], g) * 60 for g in gpus]
+        b.plot(gpus, minutes, "o-", color=colour, label=f"{name}, 8 workers per GPU")
     b.set_xscale("log", base=2)
     b.set_yscale("log")
     b.set_xticks(gpus, [str(g) for g in gpus])

@@ -127,8 +127,8 @@ class Config:
     augment: bool = True  # flips, 90-degree rotations, random resized crops (on the device)
     checkpoint_every: int = 1  # save the pre-training checkpoint every this many epochs (and after the last)
     num_workers: int = 0  # data loader workers for SSL4EO
-    # default: glibc's allocator as it is | limit: on CPU, pre-training serves large tensors by mappings of their own (peak memory,
-    # not results; for the whole process, as glibc has no way back)
+    # default: glibc's allocator as it is | limit: on CPU, pre-training serves large tensors by mappings of their own
+    # (peak memory, not results; for the whole process, as glibc has no way back)
     cpu_heap: str = "default"
     # evaluation
     evaluations: list = field(default_factory=lambda: ["linear", "finetune", "knn"])  # linear | finetune | knn
@@ -321,9 +321,9 @@ def run_finished(run_dir) -> bool:
 
 # %% ../nbs/03a_config.ipynb #274eaa8c
 def read_run(run_dir) -> dict | None:
-    """The finished run in `run_dir` as a dict: `dir`, `meta` (its `config.json`), `cfg` (the configuration in it), `metrics` (the
-    records of `metrics.json`) and `history` (the pre-training loss per epoch as a DataFrame; `None` without one). `None` unless
-    the folder holds a finished run."""
+    """The finished run in `run_dir` as a dict: `dir`, `meta` (its `config.json`), `cfg` (the configuration in it),
+    `metrics` (the records of `metrics.json`) and `history` (the pre-training loss per epoch as a DataFrame; `None`
+    without one). `None` unless the folder holds a finished run."""
     d = Path(run_dir)
     f = d / RUN_FILES["config"]
     meta = json.loads(f.read_text()) if f.is_file() else {}
@@ -344,8 +344,8 @@ def load_runs(runs_dir) -> list:
 
 # %% ../nbs/03a_config.ipynb #858196fe
 def read_sweep_log(runs_dir, profile: str | None = None) -> dict:
-    """`<runs_dir>/sweep.json` as a dict (`profile`, `sweeps`: one entry per sweep or unit, and `wall_seconds`); without one, an
-    empty log for `profile`."""
+    """`<runs_dir>/sweep.json` as a dict (`profile`, `sweeps`: one entry per sweep or unit, and `wall_seconds`);
+    without one, an empty log for `profile`."""
     f = Path(runs_dir) / SWEEP_LOG
     return json.loads(f.read_text()) if f.is_file() else dict(profile=profile, sweeps=[])
 
@@ -423,7 +423,8 @@ def field_docs() -> dict:
     "{field: its documentation}: the comment on the field's line in `Config`'s source, else the comment lines above it."
     import importlib, inspect
 
-    source = inspect.getsource(importlib.import_module("mimeo_nb.config").Config)  # the module's (a notebook keeps none)
+    # the module's source (a notebook keeps none)
+    source = inspect.getsource(importlib.import_module("mimeo_nb.config").Config)
     names, docs, above = {f.name for f in fields(Config)}, {}, []
     for line in source.splitlines()[1:]:
         text = line.strip()
@@ -460,8 +461,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 # %% ../nbs/03a_config.ipynb #c0710f1d
 def config_from_params(profile: str = "cpu", config: str = "", overrides="{}", **named) -> Config:
-    """The validated `Config` of `nbs/run.ipynb`'s parameters: `config` (a whole Config as JSON) alone, or `profile` with the
-    `named` fields that are set and the JSON object `overrides`."""
+    """The validated `Config` of `nbs/run.ipynb`'s parameters: `config` (a whole Config as JSON) alone, or `profile`
+    with the `named` fields that are set and the JSON object `overrides`."""
     try:
         extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides)
     except json.JSONDecodeError as e:

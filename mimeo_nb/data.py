@@ -599,8 +599,8 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 # %% ../nbs/00_data.ipynb #b40a8670
 def draw_crop(seed: int, epoch: int, index: int, n_seasons: int, size: int) -> tuple:
-    """(season, corner): the season of item `index` in `epoch`, and `corner(height, width)`, the top-left of its `size`-pixel
-    window in a scene of that height and width."""
+    """(season, corner): the season of item `index` in `epoch`, and `corner(height, width)`, the top-left of its
+    `size`-pixel window in a scene of that height and width."""
     g = sample_generator(seed, epoch, index)
     season = int(torch.randint(n_seasons, (1,), generator=g))
 

@@ -22,7 +22,7 @@ def reference_variant(target: str) -> str:
 
 
 def combined() -> tuple:
-    "The combined target and its variant: the first two declared targets and their reference variants ('raw+hog', 'AC')."
+    "The combined target and its variant: the first two declared targets, their reference variants ('raw+hog', 'AC')."
     names = list(TARGET_SPECS)[:2]
     return "+".join(names), "".join(reference_variant(t) for t in names)
 

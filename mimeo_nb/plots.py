@@ -169,7 +169,8 @@ def ablation_cell(run, strategy: str, fraction: float, cells: bool = False):
 
 def normalisation_table(runs: list, mask: float = 0.7, fraction: float = 1.0, cells: bool = False) -> pd.DataFrame:
     """The target-normalisation ablation: linear, fine-tuning and k-NN accuracy of every declared variant and the
-    combined target at `mask`, a column each (`experiments.normalisation_variants`; with `cells`, with 95 % intervals)."""
+    combined target at `mask`, a column each (`experiments.normalisation_variants`; with `cells`, with 95 %
+    intervals)."""
     return pd.DataFrame(
         {
             variant_column(t, v): [
@@ -222,7 +223,7 @@ PER_CLASS_MODELS = {"RAW A": RAW_A, "HOG C": HOG_C, "Supervised": dict(init="ran
 
 
 def per_class_cells(m: dict) -> dict:
-    "{class: 'acc [low, high]'} in % with the Wilson interval over the class's test tiles, from an evaluation's confusion."
+    "{class: 'acc [low, high]'} in % with the Wilson interval over the class's test tiles, from a confusion matrix."
     from mimeo_nb.stats import accuracy_ci
 
     out = {}
@@ -615,9 +616,9 @@ def accuracy_table(runs: list, fractions=FRACTIONS, where: dict | None = None) -
 
 # %% ../nbs/06_plots.ipynb #82016d13
 def compare_draws(da: dict, db: dict, what: str, alpha: float = ALPHA) -> dict | None:
-    """`mimeo_nb.stats.compare` of two evaluations `da`, `db` ({draw seed: per-tile correctness}) over the distinct draws
-    both have (a draw whose pair of results repeats an earlier draw's is the same run; `None` when they share none);
-    `what` names them in the error raised when a draw's test tiles differ."""
+    """`mimeo_nb.stats.compare` of two evaluations `da`, `db` ({draw seed: per-tile correctness}) over the distinct
+    draws both have (a draw whose pair of results repeats an earlier draw's is the same run; `None` when they share
+    none); `what` names them in the error raised when a draw's test tiles differ."""
     pairs = {}
     for s in sorted(set(da) & set(db)):
         if not da[s].index.equals(db[s].index):
@@ -723,7 +724,8 @@ def ablation_claims(runs: list, fraction: float = 1.0, pairs=None, alpha: float 
                 continue
             stats = {k: c[k] for k in ("diff", "p", "draws")}
             study = abs(sd) if s != "knn" else np.nan
-            rows.append(dict(claim=f"{name(*a)} beats {name(*b)}", strategy=s, **stats, study=study, sign=claim_sign(c)))
+            claim = f"{name(*a)} beats {name(*b)}"
+            rows.append(dict(claim=claim, strategy=s, **stats, study=study, sign=claim_sign(c)))
     return family_table(rows, ["claim", "strategy", "diff", "p", "draws", "study"], alpha)
 
 # %% ../nbs/06_plots.ipynb #c98afda5
@@ -738,7 +740,11 @@ TARGET_CLAIMS = [(f"Linear, {t}", "Random initialisation", f) for f in FRACTIONS
 
 
 def targets_table(
-    runs: list, where: dict | None = None, margin: float = 0.05, alpha: float = ALPHA, claims: pd.DataFrame | None = None
+    runs: list,
+    where: dict | None = None,
+    margin: float = 0.05,
+    alpha: float = ALPHA,
+    claims: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The evidence targets: fine-tuning at 100 % >= 0.93; pre-training beats its baseline by >= `margin` in every draw
     with the Holm-corrected p of the main table's family (`claims`, computed when not given) below `alpha`."""

@@ -216,7 +216,8 @@ def ablation_findings(norm: pd.DataFrame, mask: pd.DataFrame) -> list[str]:
         r = norm.loc[kind, [c for c in norm.columns if c.startswith("HOG ")]].astype(float)
         out.append(
             f"- normalisation ablation, {kind.lower()}: highest {r.idxmax()} ({r.max():.3f}), lowest {r.idxmin()} "
-            f"({r.min():.3f}), point estimates (the ablation claims say which differences are resolved); study: highest "
+            f"({r.min():.3f}), point estimates (the ablation claims say which differences are resolved); "
+            "study: highest "
             f"{STUDY_NORMALISATION.loc[kind].idxmax()}, lowest {STUDY_NORMALISATION.loc[kind].idxmin()}"
         )
         m = mask.loc[kind].astype(float)
@@ -443,12 +444,13 @@ def split_reference(units: list) -> tuple[list, list]:
 
 # %% ../nbs/07a_report.ipynb #d6d2bbff
 def rgb_budget(rgb_units: list, n_units: int | None = None) -> str:
-    """The units finished (of `n_units` when given), the compute their folders record (each pre-training once), precision
-    and code commits."""
+    """The units finished (of `n_units` when given), the compute their folders record (each pre-training once),
+    precision and code commits."""
     secs = study_seconds([r["meta"] for r in rgb_units])
     commits = sorted({(r["meta"]["provenance"]["git"]["commit"] or "unknown")[:10] for r in rgb_units})
     return (
-        f"{len(rgb_units)}{f' of {n_units}' if n_units else ''} units finished, **{secs['total'] / 3600:.2f} hours** of "
+        f"{len(rgb_units)}{f' of {n_units}' if n_units else ''} units finished, "
+        f"**{secs['total'] / 3600:.2f} hours** of "
         "compute in all as the "
         "run "
         f"folders record it, each pre-training counted once (longest resumable part {secs['longest'] / 60:.0f} "
@@ -717,7 +719,8 @@ README_BLOCKS = {  # block name -> (accuracy table, targets table or None, claim
 
 
 def readme_blocks(results_dir=None) -> dict:
-    "{block name: its markdown} from the tables in `<results_dir>/tables` (default: results/); a block without tables is left out."
+    """{block name: its markdown} from the tables in `<results_dir>/tables` (default: results/); a block without tables
+    is left out."""
     tabs = Path(results_dir or results_root()) / "tables"
     out = {}
     for name, (acc, targets, claims) in README_BLOCKS.items():

@@ -353,7 +353,8 @@ def resolve_unit(name: str, grid: dict, profile: str, data_dir: str, out_dir: st
             src = resolve_unit(v[6:], grid, profile, data_dir, out_dir, fingerprint)
             if src is None:
                 return None
-            run = read_run(Path(out_dir) / run_id(make_config(profile, data_dir=data_dir, out_dir=out_dir, **src), fingerprint))
+            cfg = make_config(profile, data_dir=data_dir, out_dir=out_dir, **src)
+            run = read_run(Path(out_dir) / run_id(cfg, fingerprint))
             if run is None:
                 return None
             ov[k] = float(run["metrics"][0]["lr"])
