@@ -467,6 +467,8 @@ def config_from_params(profile: str = "cpu", config: str = "", overrides="{}", *
         extra = json.loads(overrides) if isinstance(overrides, str) else dict(overrides)
     except json.JSONDecodeError as e:
         raise ValueError(f"overrides={overrides!r} is not a JSON object ({e})") from None
+    if not isinstance(extra, dict):
+        raise ValueError(f"overrides={overrides!r} is not a JSON object of field names and values")
     named = {k: v for k, v in named.items() if v is not None and v != ""}
     if config and (extra or named):
         raise ValueError("config is given: leave the other parameters unset (the config holds every field)")
